@@ -1,0 +1,60 @@
+//! The chain layer's error.
+
+use tollstream_protocol::{ErrorCode, ProtocolError};
+
+/// What went wrong talking to the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The node could not be reached or answered with a transport error:
+    /// worth retrying.
+    #[error("chain RPC unavailable: {0}")]
+    Unavailable(String),
+    /// The contract reverted; the text names the custom error when known.
+    #[error("contract call reverted: {0}")]
+    Reverted(String),
+    /// A transaction was mined but failed.
+    #[error("transaction {0} failed on chain")]
+    TransactionFailed(alloy::primitives::TxHash),
+    /// The local anvil node could not be started.
+    #[error("anvil: {0}")]
+    Anvil(String),
+    #[error("chain: {0}")]
+    Other(String),
+}
+
+impl ChainError {
+    pub(crate) fn from_contract(error: alloy::contract::Error) -> Self {
+        use alloy::contract::Error;
+        match error {
+            Error::TransportError(transport) => Self::from_transport(transport),
+            Error::PendingTransactionError(pending) => Self::Unavailable(pending.to_string()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    pub(crate) fn from_transport(error: alloy::transports::TransportError) -> Self {
+        match error.as_error_resp() {
+            // The node answered: an execution revert, not an outage.
+            Some(payload) => Self::Reverted(payload.to_string()),
+            None => Self::Unavailable(error.to_string()),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChainError::Unavailable(_))
+    }
+}
+
+impl From<ChainError> for ProtocolError {
+    /// A client hears only that the chain is unavailable or the request is
+    /// internal trouble; the node's text stays in the server's log.
+    fn from(error: ChainError) -> Self {
+        match error {
+            ChainError::Unavailable(_) => {
+                ProtocolError::new(ErrorCode::ChainUnavailable, "the chain cannot be reached; try again later")
+            }
+            _ => ProtocolError::new(ErrorCode::Internal, "the chain request failed"),
+        }
+    }
+}
