@@ -1,0 +1,28 @@
+-- One row per channel: its latest accepted state (the seed keeps only the
+-- latest), the window that state paid for, and where settlement stands.
+-- Hex and decimal text, not blobs, so an operator can read the table with
+-- the sqlite3 shell.
+CREATE TABLE channels (
+    channel_id            TEXT    PRIMARY KEY NOT NULL,
+    channel_address       TEXT    NOT NULL,
+    client_wallet_address TEXT    NOT NULL,
+    client_public_key     TEXT    NOT NULL,
+    deposit               TEXT    NOT NULL,
+    expires_at            INTEGER NOT NULL,
+    client_balance        TEXT    NOT NULL,
+    server_balance        TEXT    NOT NULL,
+    sequence              INTEGER NOT NULL,
+    signature             TEXT    NOT NULL,
+    -- What the latest payment bought; NULL for the opening state.
+    window_stream         TEXT,
+    window_first_segment  INTEGER,
+    window_segment_count  INTEGER,
+    -- open | final | closing | closed | refunded
+    status                TEXT    NOT NULL,
+    close_tx              TEXT,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL
+);
+
+CREATE INDEX channels_by_client ON channels (client_public_key, created_at);
+CREATE INDEX channels_by_status ON channels (status, expires_at);

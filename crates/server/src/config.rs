@@ -1,0 +1,89 @@
+//! `tollstream serve` configuration: flags with environment fallbacks.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tollstream_protocol::{Address, Amount};
+
+/// Sell a stream by the second over payment channels.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (Socket.IO at /socket.io/ and HTTP on the same
+    /// port). Port 0 picks a free port, printed at start.
+    #[arg(long, env = "TOLLSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the server keeps its database and its streams' master secrets.
+    #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
+    pub data_dir: PathBuf,
+
+    /// JSON-RPC endpoint of the chain the channels live on.
+    #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+
+    /// Address of the channel registry contract (see `tollstream deploy`).
+    #[arg(long, env = "TOLLSTREAM_CONTRACT")]
+    pub contract: Address,
+
+    /// File holding the server wallet's private key (hex): the payee of
+    /// every channel, and the account that sends closes.
+    #[arg(long, env = "TOLLSTREAM_WALLET_KEY_FILE")]
+    pub wallet_key_file: PathBuf,
+
+    /// Seconds of stream one payment buys (fractions allowed, for tests).
+    #[arg(long, env = "TOLLSTREAM_WINDOW_SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub window_seconds: f64,
+
+    /// Price of one window, in wei.
+    #[arg(long, env = "TOLLSTREAM_WINDOW_PRICE", default_value = "100000000000000")]
+    pub window_price: Amount,
+
+    /// Seconds the server waits for the answer to a `pay` before dropping
+    /// the viewer to idle with `pay_timeout`.
+    #[arg(long, env = "TOLLSTREAM_PAY_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub pay_timeout: f64,
+
+    /// Shortest channel lifetime accepted by `newChannel`, in seconds.
+    #[arg(long, env = "TOLLSTREAM_MIN_CHANNEL_SECONDS", default_value_t = 86_400)]
+    pub min_channel_seconds: u64,
+
+    /// How long before a channel's expiry the server stops using it and
+    /// settles it, in seconds.
+    #[arg(long, env = "TOLLSTREAM_SETTLE_MARGIN", default_value_t = 3_600)]
+    pub settle_margin: u64,
+
+    /// A stream to sell, as ID=SEGMENTS (SEGMENTS of one window each), e.g.
+    /// `--stream demo=360`. Repeatable.
+    #[arg(long = "stream", env = "TOLLSTREAM_STREAMS", value_delimiter = ',', value_parser = parse_stream)]
+    pub streams: Vec<(String, u64)>,
+}
+
+impl ServeConfig {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.window_seconds)
+    }
+
+    pub fn pay_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.pay_timeout)
+    }
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 && value <= 86_400.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and 86400")),
+    }
+}
+
+fn parse_stream(text: &str) -> Result<(String, u64), String> {
+    let (id, segments) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=SEGMENTS"))?;
+    if !tollstream_media::is_valid_stream_id(id) {
+        return Err(format!("stream id {id:?} may use only letters, digits, '-' and '_'"));
+    }
+    let segments = segments.parse::<u64>().map_err(|_| format!("{segments:?} is not a segment count"))?;
+    if segments == 0 {
+        return Err("a stream needs at least one segment".into());
+    }
+    Ok((id.to_owned(), segments))
+}

@@ -1,0 +1,111 @@
+//! # tollstream-server
+//!
+//! `tollstream serve`: sells streams by the second. Viewers pay over
+//! Socket.IO with signed channel states (PROTOCOL.md); the server verifies
+//! each, stores it durably, and only then releases the window's keys.
+//!
+//! ## Layout
+//! - [`config`]: the `serve` flags.
+//! - [`state`]: [`AppState`], shared by every handler, and the chain clock.
+//! - [`socket`]: one handler per event; `streaming.rs` is the pay loop;
+//!   `sessions.rs` keeps one streaming connection per client.
+//! - [`store`]: the [`Store`](store::Store) trait and its SQLite implementation.
+//! - [`streams`]: the streams on sale and their segment keys.
+//! - [`http`]: plain HTTP routes.
+//! - [`error`]: start-up failures, [`ServerError`].
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod socket;
+pub mod state;
+pub mod store;
+pub mod streams;
+
+pub use config::ServeConfig;
+pub use error::ServerError;
+pub use state::AppState;
+pub use tokio_util::sync::CancellationToken;
+
+use axum::Router;
+use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::SqliteStore;
+use tokio::net::TcpListener;
+use tollstream_chain::EvmChain;
+use tollstream_media::KeyStore;
+use tollstream_protocol::{MAX_MESSAGE_BYTES, SigningKey};
+
+/// The whole application: Socket.IO at `/socket.io/` and the HTTP routes.
+pub fn app(state: AppState) -> Router {
+    let (layer, io) = SocketIo::builder()
+        // Messages over 16 KiB are refused at the transport (PROTOCOL.md).
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(MAX_MESSAGE_BYTES)
+        .with_state(state.clone())
+        .build_layer();
+    io.ns("/", socket::on_connect.with(socket::register_handlers));
+    http::routes().with_state(state).layer(layer)
+}
+
+/// Reads the wallet key file.
+///
+/// # Errors
+/// When the file is missing or does not hold a hex private key.
+pub fn read_wallet_key(path: &std::path::Path) -> Result<SigningKey, ServerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ServerError::WalletKey { path: path.to_owned(), reason: e.to_string() })?;
+    SigningKey::from_hex(&text).map_err(|reason| ServerError::WalletKey { path: path.to_owned(), reason })
+}
+
+/// Builds the state from `config`: opens the store and the chain, loads the
+/// streams' master secrets.
+///
+/// # Errors
+/// When any of them cannot be opened.
+pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> Result<AppState, ServerError> {
+    let wallet = read_wallet_key(&config.wallet_key_file)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    let store = SqliteStore::open(&config.data_dir.join("tollstream.sqlite")).await?;
+    let chain = EvmChain::connect(&config.rpc_url, Some(&wallet), config.contract).await?;
+    let keys = KeyStore::new(config.data_dir.join("keys"));
+    let streams = streams::StreamCatalog::from_config(&config.streams, &keys)?;
+    if config.window_price.is_zero() {
+        return Err(ServerError::Config("--window-price must be positive".into()));
+    }
+    Ok(AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops
+/// accepting, stops every streaming session and waits (up to ten seconds)
+/// for in-flight store writes to finish.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let token = state.shutdown.clone();
+    let app = app(state.clone());
+    let signal = {
+        let token = token.clone();
+        async move {
+            shutdown.await;
+            token.cancel();
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+    token.cancel();
+    state.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
+        tracing::warn!("streaming tasks still running after 10 s; exiting anyway");
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `newChannel`: a client announces a channel it opened on chain; the
+//! server checks it there before storing its opening state.
+
+use super::{refused, reply};
+use crate::state::AppState;
+use socketioxide::extract::{AckSender, State, TryData};
+use tollstream_chain::ChannelStatus as OnChainStatus;
+use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, U256, check_opening_state};
+
+pub async fn handle(TryData(data): TryData<serde_json::Value>, ack: AckSender, State(state): State<AppState>) {
+    reply::ack(ack, new_channel(&state, reply::body(data)).await);
+}
+
+async fn new_channel(
+    state: &AppState,
+    request: Result<ChannelState, ProtocolError>,
+) -> Result<Option<ChannelState>, ProtocolError> {
+    let opening = request?;
+    check_opening_state(&opening, &state.domain)?;
+
+    // Announcing a channel again is idempotent.
+    if let Some(stored) = state.store.channel(&opening.channel_id).await? {
+        if stored.state.client_public_key != opening.client_public_key {
+            return Err(ProtocolError::bad_request("that channel belongs to another client key"));
+        }
+        return super::latest_view(state, stored).await;
+    }
+
+    let onchain = state.chain.channel(opening.channel_id).await.map_err(|error| {
+        tracing::warn!(%error, channel = %opening.channel_id, "cannot read channel on chain");
+        ProtocolError::from(error)
+    })?;
+    match onchain.status {
+        OnChainStatus::Open => {}
+        OnChainStatus::None => {
+            return Err(refused(ErrorCode::UnknownChannel, "no such channel at channel_address"));
+        }
+        OnChainStatus::Closed | OnChainStatus::Refunded => {
+            return Err(refused(ErrorCode::ChannelNotOpen, "the channel is already closed or refunded"));
+        }
+    }
+    if onchain.payee != state.wallet.address() {
+        return Err(refused(
+            ErrorCode::WrongPayee,
+            format!("the channel pays {}, not this server", onchain.payee.to_checksum(None)),
+        ));
+    }
+    if onchain.signer != opening.client_public_key.address() {
+        return Err(refused(
+            ErrorCode::InvalidSignature,
+            "the channel's signer on chain is not the address of client_public_key",
+        ));
+    }
+    if onchain.deposit != opening.client_balance.0 {
+        return Err(refused(
+            ErrorCode::BadDeposit,
+            format!("the channel holds {} wei, not client_balance {}", onchain.deposit, opening.client_balance),
+        ));
+    }
+    let price = state.window_price.0;
+    if price.is_zero() || onchain.deposit.is_zero() || onchain.deposit % price != U256::ZERO {
+        return Err(refused(
+            ErrorCode::BadDeposit,
+            format!("the deposit must be a whole positive number of windows of {price} wei"),
+        ));
+    }
+    let now = state.clock.now().await.map_err(ProtocolError::from)?;
+    if onchain.expires_at < now.saturating_add(state.min_channel_seconds) {
+        return Err(refused(
+            ErrorCode::ChannelExpiring,
+            format!("the channel must stay open at least {} seconds", state.min_channel_seconds),
+        ));
+    }
+    if onchain.client != opening.client_wallet_address {
+        return Err(ProtocolError::bad_request("the channel was not opened by client_wallet_address"));
+    }
+
+    let stored = state.store.insert_channel(&opening, onchain.expires_at).await?;
+    tracing::info!(
+        channel = %opening.channel_id,
+        client = %opening.client_public_key,
+        deposit = %opening.client_balance,
+        expires_at = onchain.expires_at,
+        "channel announced"
+    );
+    super::latest_view(state, stored).await
+}

@@ -1,0 +1,95 @@
+//! `play`: an authenticated request to stream; the streaming loop itself is
+//! in `streaming.rs`.
+
+use super::ack_requested::AckRequested;
+use super::sessions::Session;
+use super::{refused, reply, streaming};
+use crate::state::AppState;
+use crate::store::ChannelStatus;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use tollstream_protocol::{Empty, ErrorCode, PlayRequest, ProtocolError, verify_play};
+
+pub async fn handle(
+    socket: SocketRef,
+    TryData(data): TryData<serde_json::Value>,
+    ack: AckSender,
+    AckRequested(with_ack): AckRequested,
+    State(state): State<AppState>,
+) {
+    let result = play(&state, &socket, reply::body(data)).await;
+    match result {
+        Ok(()) => reply::ack(ack, Ok(Empty {})),
+        Err(error) if with_ack => reply::ack::<Empty>(ack, Err(error)),
+        Err(error) => reply::emit_error(&socket, &error),
+    }
+}
+
+async fn play(
+    state: &AppState,
+    socket: &SocketRef,
+    request: Result<PlayRequest, ProtocolError>,
+) -> Result<(), ProtocolError> {
+    let request = request?;
+    let client = request.client_public_key;
+    let channel = state.store.newest_for_client(&client).await?.ok_or_else(|| {
+        refused(ErrorCode::UnknownChannel, "this client has no channel; open one and send newChannel")
+    })?;
+    // The signature binds the request to this key, channel and connection.
+    verify_play(&state.domain, channel.state.channel_id, &socket.id.to_string(), &request.signature, &client)?;
+
+    match channel.status {
+        ChannelStatus::Open => {}
+        ChannelStatus::Final => {
+            // The last payment's secret may never have arrived: it is paid
+            // for, so it is sent again before the refusal.
+            streaming::resend_secret(state, socket, &channel);
+            return Err(refused(ErrorCode::ChannelNotOpen, "the channel's balance is spent; open a new channel"));
+        }
+        _ => return Err(refused(ErrorCode::ChannelNotOpen, "the channel is closed")),
+    }
+    if super::is_expiring(state, &channel).await? {
+        return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));
+    }
+    let stream = state
+        .streams
+        .get(&request.stream_id)
+        .cloned()
+        .ok_or_else(|| refused(ErrorCode::UnknownStream, format!("no stream {:?}", request.stream_id)))?;
+    if request.from_segment >= stream.segment_count {
+        return Err(refused(ErrorCode::StreamEnded, format!("the stream has {} segments", stream.segment_count)));
+    }
+
+    // One streaming connection per client: the older one is told and
+    // stopped, and its task finishes any store write before this one reads
+    // the channel.
+    if let Some(previous) = state.sessions.take(&client) {
+        previous.cancel.cancel();
+        if previous.socket.id != socket.id {
+            reply::emit_error(
+                &previous.socket,
+                &refused(ErrorCode::SessionReplaced, "this client started streaming on another connection"),
+            );
+        }
+        if let Some(task) = previous.task {
+            let _ = task.await;
+        }
+    }
+
+    // Registered before the task starts, so a task that ends at once
+    // still finds and removes its own session.
+    let generation = state.sessions.next_generation();
+    let cancel = state.shutdown.child_token();
+    state.sessions.insert(client, Session { generation, socket: socket.clone(), cancel: cancel.clone(), task: None });
+    let task = state.tasks.spawn(streaming::run(
+        state.clone(),
+        socket.clone(),
+        client,
+        stream,
+        request.from_segment,
+        cancel,
+        generation,
+    ));
+    state.sessions.attach(&client, generation, task);
+    tracing::info!(sid = %socket.id, client = %client, stream = %request.stream_id, from = request.from_segment, "streaming");
+    Ok(())
+}

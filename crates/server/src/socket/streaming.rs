@@ -1,0 +1,178 @@
+//! The streaming state of one client on one connection: re-send the secret
+//! of the last paid window, then ask for a payment every window, verify it,
+//! store it durably, and only then release the window's keys.
+
+use super::{refused, reply};
+use crate::state::AppState;
+use crate::store::{StoreError, StoredChannel, Window};
+use crate::streams::Stream;
+use socketioxide::AckError;
+use socketioxide::extract::SocketRef;
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tollstream_protocol::{
+    ChannelState, ErrorCode, PayRequest, ProtocolError, PublicKey, Secret, check_successor, decode, event,
+};
+
+/// Runs one streaming session until it ends: final payment, error, stop,
+/// disconnect, replacement or shutdown.
+pub async fn run(
+    state: AppState,
+    socket: SocketRef,
+    client: PublicKey,
+    stream: Stream,
+    from_segment: u64,
+    cancel: CancellationToken,
+    generation: u64,
+) {
+    if let Err(error) = stream_payments(&state, &socket, &client, &stream, from_segment, &cancel).await {
+        // A cancelled session was replaced or stopped: nobody to tell.
+        if !cancel.is_cancelled() {
+            reply::emit_error(&socket, &error);
+        }
+    }
+    state.sessions.finish(&client, generation);
+}
+
+/// Emits the `secret` of the channel's latest paid window, if it has one.
+pub fn resend_secret(state: &AppState, socket: &SocketRef, channel: &StoredChannel) {
+    let Some(window) = &channel.window else { return };
+    let Some(stream) = state.streams.get(&window.stream_id) else {
+        tracing::warn!(stream = %window.stream_id, "paid window of a stream no longer served");
+        return;
+    };
+    emit_secret(socket, stream, channel.state.client_sequence_number, window);
+}
+
+fn emit_secret(socket: &SocketRef, stream: &Stream, sequence: u64, window: &Window) {
+    let secret = Secret {
+        stream_id: stream.id.clone(),
+        client_sequence_number: sequence,
+        keys: stream.keys(window.first_segment, window.segment_count),
+    };
+    if let Err(error) = socket.emit(event::SECRET, &secret) {
+        // The payment is stored: the client gets this secret again on its
+        // next `play`.
+        tracing::info!(%error, sequence, "could not emit secret; it is re-sent on the next play");
+    }
+}
+
+async fn stream_payments(
+    state: &AppState,
+    socket: &SocketRef,
+    client: &PublicKey,
+    stream: &Stream,
+    from_segment: u64,
+    cancel: &CancellationToken,
+) -> Result<(), ProtocolError> {
+    // Read after any previous session of this client has finished writing.
+    let mut channel = state
+        .store
+        .newest_for_client(client)
+        .await?
+        .ok_or_else(|| refused(ErrorCode::UnknownChannel, "the channel disappeared"))?;
+    resend_secret(state, socket, &channel);
+
+    // Resuming inside the window already paid for continues after it, so
+    // no window is paid twice.
+    let mut next_segment = match &channel.window {
+        Some(w) if w.stream_id == stream.id && (w.first_segment..w.end()).contains(&from_segment) => w.end(),
+        _ => from_segment,
+    };
+
+    let mut ticker = tokio::time::interval(state.window);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        if next_segment >= stream.segment_count {
+            return Err(refused(ErrorCode::StreamEnded, "the stream has no more segments"));
+        }
+        let window = Window {
+            stream_id: stream.id.clone(),
+            first_segment: next_segment,
+            segment_count: stream.segments_per_window.min(stream.segment_count - next_segment),
+        };
+        let request = PayRequest {
+            channel_id: channel.state.channel_id,
+            client_sequence_number: channel.state.client_sequence_number + 1,
+            amount: state.window_price,
+            stream_id: stream.id.clone(),
+            first_segment: window.first_segment,
+            segment_count: window.segment_count,
+        };
+        let Some(answer) = ask(socket, &request, state.pay_timeout, cancel).await? else {
+            return Ok(());
+        };
+        let next = accept(state, &channel.state, answer)?;
+
+        // Durable before the keys leave: a crash after this line costs the
+        // viewer nothing, since `play` re-sends this window's secret.
+        match state.store.record_payment(&next, &window).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                return Err(refused(ErrorCode::StaleSequence, "the channel advanced elsewhere; send play again"));
+            }
+            Err(error) => {
+                tracing::error!(%error, channel = %next.channel_id, "cannot store payment");
+                return Err(error.into());
+            }
+        }
+        tracing::debug!(
+            channel = %next.channel_id,
+            seq = next.client_sequence_number,
+            server_balance = %next.server_balance,
+            "payment accepted"
+        );
+        emit_secret(socket, stream, next.client_sequence_number, &window);
+        let is_final = next.is_final();
+        channel.state = next;
+        channel.window = Some(window.clone());
+        if is_final {
+            tracing::info!(channel = %channel.state.channel_id, "final payment; channel spent");
+            return Ok(());
+        }
+        next_segment = window.end();
+    }
+}
+
+/// Emits `pay` and waits for the answer. `Ok(None)` when the session ended
+/// meanwhile (cancelled or disconnected).
+async fn ask(
+    socket: &SocketRef,
+    request: &PayRequest,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<serde_json::Value>, ProtocolError> {
+    let pending = match socket.timeout(timeout).emit_with_ack::<_, serde_json::Value>(event::PAY, request) {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::debug!(%error, "cannot emit pay; connection gone");
+            return Ok(None);
+        }
+    };
+    let answer = tokio::select! {
+        _ = cancel.cancelled() => return Ok(None),
+        answer = pending => answer,
+    };
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(AckError::Timeout) => Err(refused(ErrorCode::PayTimeout, "no answer to pay in time; send play again")),
+        Err(AckError::Decode(error)) => Err(ProtocolError::bad_request(format!("unreadable answer to pay: {error}"))),
+        Err(AckError::Socket(_)) => Ok(None),
+    }
+}
+
+/// Checks the client's answer to `pay`: a refusal, or the exact successor.
+fn accept(state: &AppState, stored: &ChannelState, answer: serde_json::Value) -> Result<ChannelState, ProtocolError> {
+    if let Some(error) = answer.get("error") {
+        let reason = error.get("message").and_then(|m| m.as_str()).unwrap_or("no reason given");
+        return Err(refused(ErrorCode::PaymentRefused, format!("the client refused to pay: {reason}")));
+    }
+    let next: ChannelState = decode(answer)?;
+    check_successor(stored, &next, state.window_price, &state.domain)?;
+    Ok(next)
+}

@@ -1,0 +1,127 @@
+//! What every handler shares.
+
+use crate::config::ServeConfig;
+use crate::socket::sessions::Sessions;
+use crate::store::Store;
+use crate::streams::StreamCatalog;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tollstream_chain::{Chain, ChainError};
+use tollstream_protocol::{Amount, ChannelDomain, ServerInfo, SigningKey};
+
+/// The server's shared state: one `Arc` to clone into every handler.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub chain: Arc<dyn Chain>,
+    /// The EIP-712 domain of the server's contract, separator precomputed.
+    pub domain: ChannelDomain,
+    /// The payee wallet.
+    pub wallet: SigningKey,
+    pub streams: StreamCatalog,
+    /// The `publicKey` reply, built once.
+    pub info: ServerInfo,
+    pub window: Duration,
+    pub window_price: Amount,
+    pub pay_timeout: Duration,
+    pub min_channel_seconds: u64,
+    pub settle_margin: u64,
+    /// Which client streams on which connection.
+    pub sessions: Sessions,
+    pub clock: ChainClock,
+    /// Cancelled on shutdown; streaming tasks stop at their next wait.
+    pub shutdown: CancellationToken,
+    /// Every streaming task, so shutdown can wait for in-flight writes.
+    pub tasks: TaskTracker,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        config: &ServeConfig,
+        store: Arc<dyn Store>,
+        chain: Arc<dyn Chain>,
+        wallet: SigningKey,
+        streams: StreamCatalog,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let domain = ChannelDomain::new(chain.chain_id(), chain.contract());
+        let info = ServerInfo {
+            public_key: wallet.public_key(),
+            wallet_address: wallet.address(),
+            chain_id: domain.chain_id,
+            channel_address: domain.contract,
+            window_seconds: config.window_seconds,
+            window_price: config.window_price,
+            min_channel_seconds: config.min_channel_seconds,
+            streams: streams.infos(),
+        };
+        AppState(Arc::new(Inner {
+            clock: ChainClock::new(chain.clone()),
+            store,
+            chain,
+            domain,
+            wallet,
+            streams,
+            info,
+            window: config.window(),
+            window_price: config.window_price,
+            pay_timeout: config.pay_timeout(),
+            min_channel_seconds: config.min_channel_seconds,
+            settle_margin: config.settle_margin,
+            sessions: Sessions::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }))
+    }
+}
+
+/// The chain's clock, read at most every few seconds: expiry checks run on
+/// every `latestState` and `play`, and an RPC round trip for each would put
+/// the node on the hot path.
+pub struct ChainClock {
+    chain: Arc<dyn Chain>,
+    last: Mutex<Option<(u64, Instant)>>,
+}
+
+impl ChainClock {
+    const REFRESH: Duration = Duration::from_secs(2);
+
+    fn new(chain: Arc<dyn Chain>) -> Self {
+        ChainClock { chain, last: Mutex::new(None) }
+    }
+
+    /// The chain's current time in unix seconds: the last reading plus the
+    /// time since, refreshed when older than two seconds.
+    ///
+    /// # Errors
+    /// When the chain cannot be read and there is no earlier reading.
+    pub async fn now(&self) -> Result<u64, ChainError> {
+        let cached = *self.last.lock().expect("clock lock");
+        if let Some((chain_time, at)) = cached
+            && at.elapsed() < Self::REFRESH
+        {
+            return Ok(chain_time + at.elapsed().as_secs());
+        }
+        match self.chain.now().await {
+            Ok(chain_time) => {
+                *self.last.lock().expect("clock lock") = Some((chain_time, Instant::now()));
+                Ok(chain_time)
+            }
+            // A stale reading advanced by local time beats failing.
+            Err(error) => cached.map(|(t, at)| t + at.elapsed().as_secs()).ok_or(error),
+        }
+    }
+}

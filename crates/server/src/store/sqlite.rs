@@ -1,0 +1,274 @@
+//! The SQLite store: one file in the server's data directory, WAL mode,
+//! `synchronous = FULL` so a committed payment survives a power cut.
+
+use super::{ChannelStatus, Store, StoreError, StoredChannel, Window};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tollstream_protocol::{Amount, B256, ChannelState, PublicKey};
+
+/// Channels in a SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
+     expires_at, client_balance, server_balance, sequence, signature, window_stream, \
+     window_first_segment, window_segment_count, status, close_tx, created_at";
+
+fn db(error: sqlx::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    format!("0x{}", alloy_primitives::hex::encode(bytes))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the
+    /// migrations.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn fetch_one_where(&self, clause: &str, value: String) -> Result<Option<StoredChannel>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM channels WHERE {clause}");
+        let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(decode_row).transpose()
+    }
+}
+
+fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> { row.try_get::<String, _>(name).map_err(db) };
+    let corrupt = |name: &str, why: String| StoreError::Corrupt(format!("{name}: {why}"));
+    let parse_hex_field =
+        |name: &str| -> Result<serde_json::Value, StoreError> { Ok(serde_json::Value::String(text(name)?)) };
+
+    // Decode through the wire types, so the store accepts exactly what the
+    // protocol accepts.
+    let state_json = serde_json::json!({
+        "channel_id": parse_hex_field("channel_id")?,
+        "channel_address": parse_hex_field("channel_address")?,
+        "client_wallet_address": parse_hex_field("client_wallet_address")?,
+        "client_public_key": parse_hex_field("client_public_key")?,
+        "client_balance": text("client_balance")?,
+        "server_balance": text("server_balance")?,
+        "client_sequence_number": row.try_get::<i64, _>("sequence").map_err(db)?,
+        "client_signature": text("signature")?,
+    });
+    let state: ChannelState = tollstream_protocol::decode(state_json).map_err(|e| corrupt("state", e.message))?;
+    let window = match row.try_get::<Option<String>, _>("window_stream").map_err(db)? {
+        Some(stream_id) => Some(Window {
+            stream_id,
+            first_segment: row.try_get::<i64, _>("window_first_segment").map_err(db)? as u64,
+            segment_count: row.try_get::<i64, _>("window_segment_count").map_err(db)? as u64,
+        }),
+        None => None,
+    };
+    let close_tx = match row.try_get::<Option<String>, _>("close_tx").map_err(db)? {
+        Some(tx) => Some(
+            tollstream_protocol::encoding::parse_hex::<32>(&tx, "close_tx")
+                .map(B256::from)
+                .map_err(|e| corrupt("close_tx", e))?,
+        ),
+        None => None,
+    };
+    Ok(StoredChannel {
+        state,
+        window,
+        expires_at: row.try_get::<i64, _>("expires_at").map_err(db)? as u64,
+        status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
+        close_tx,
+        created_at: row.try_get::<i64, _>("created_at").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_channel(&self, state: &ChannelState, expires_at: u64) -> Result<StoredChannel, StoreError> {
+        let deposit: Amount = state.deposit().ok_or_else(|| StoreError::Corrupt("deposit overflows".into()))?;
+        let now = now_millis();
+        // INSERT OR IGNORE makes a repeated announcement a no-op; the
+        // caller gets whatever is stored.
+        sqlx::query(
+            "INSERT OR IGNORE INTO channels (channel_id, channel_address, client_wallet_address, \
+             client_public_key, deposit, expires_at, client_balance, server_balance, sequence, signature, \
+             status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+        )
+        .bind(hex(state.channel_id.as_slice()))
+        .bind(state.channel_address.to_checksum(None))
+        .bind(state.client_wallet_address.to_checksum(None))
+        .bind(state.client_public_key.to_string())
+        .bind(deposit.to_string())
+        .bind(expires_at as i64)
+        .bind(state.client_balance.to_string())
+        .bind(state.server_balance.to_string())
+        .bind(state.client_sequence_number as i64)
+        .bind(state.client_signature.to_string())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.channel(&state.channel_id).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn channel(&self, id: &B256) -> Result<Option<StoredChannel>, StoreError> {
+        self.fetch_one_where("channel_id = ?", hex(id.as_slice())).await
+    }
+
+    async fn newest_for_client(&self, key: &PublicKey) -> Result<Option<StoredChannel>, StoreError> {
+        self.fetch_one_where("client_public_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", key.to_string())
+            .await
+    }
+
+    async fn record_payment(&self, next: &ChannelState, window: &Window) -> Result<(), StoreError> {
+        let previous = next.client_sequence_number.checked_sub(1).ok_or(StoreError::Conflict)?;
+        let status = if next.is_final() { ChannelStatus::Final } else { ChannelStatus::Open };
+        let result = sqlx::query(
+            "UPDATE channels SET client_balance = ?, server_balance = ?, sequence = ?, signature = ?, \
+             window_stream = ?, window_first_segment = ?, window_segment_count = ?, status = ?, updated_at = ? \
+             WHERE channel_id = ? AND sequence = ? AND status = 'open'",
+        )
+        .bind(next.client_balance.to_string())
+        .bind(next.server_balance.to_string())
+        .bind(next.client_sequence_number as i64)
+        .bind(next.client_signature.to_string())
+        .bind(&window.stream_id)
+        .bind(window.first_segment as i64)
+        .bind(window.segment_count as i64)
+        .bind(status.as_str())
+        .bind(now_millis())
+        .bind(hex(next.channel_id.as_slice()))
+        .bind(previous as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+    }
+
+    async fn list(&self) -> Result<Vec<StoredChannel>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY created_at DESC, rowid DESC");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
+
+    fn opening(key: &SigningKey, id: u8, windows: u64) -> ChannelState {
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
+        let mut state = ChannelState {
+            channel_id: B256::repeat_byte(id),
+            channel_address: domain.contract,
+            client_wallet_address: Address::repeat_byte(0xa1),
+            client_public_key: key.public_key(),
+            client_balance: Amount(U256::from(100 * windows)),
+            server_balance: Amount::ZERO,
+            client_sequence_number: 0,
+            client_signature: Signature([0; 65]),
+        };
+        state.sign(&domain, key);
+        state
+    }
+
+    fn window(first: u64) -> Window {
+        Window { stream_id: "demo".into(), first_segment: first, segment_count: 1 }
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.sqlite")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn payments_advance_by_compare_and_swap_only() {
+        let (_dir, store) = store().await;
+        let key = SigningKey::from_bytes([3; 32]).unwrap();
+        let first = opening(&key, 1, 2);
+        let stored = store.insert_channel(&first, 1_000).await.unwrap();
+        assert_eq!(
+            (stored.state.clone(), stored.status, stored.window.clone()),
+            (first.clone(), ChannelStatus::Open, None)
+        );
+
+        let one = first.pay(Amount::from(100)).unwrap();
+        store.record_payment(&one, &window(0)).await.unwrap();
+        // The same successor again, or one that skips, loses the swap.
+        assert!(matches!(store.record_payment(&one, &window(0)).await, Err(StoreError::Conflict)));
+        let skip = one.pay(Amount::from(100)).unwrap().pay(Amount::ZERO).unwrap();
+        assert!(matches!(store.record_payment(&skip, &window(5)).await, Err(StoreError::Conflict)));
+
+        let two = one.pay(Amount::from(100)).unwrap();
+        store.record_payment(&two, &window(1)).await.unwrap();
+        let stored = store.channel(&first.channel_id).await.unwrap().unwrap();
+        assert_eq!(stored.state, two);
+        assert_eq!(stored.window, Some(window(1)));
+        assert_eq!(stored.status, ChannelStatus::Final);
+        // A final channel takes no more payments.
+        let three = ChannelState { client_sequence_number: 3, ..two.clone() };
+        assert!(matches!(store.record_payment(&three, &window(2)).await, Err(StoreError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn insert_is_idempotent_and_the_newest_channel_wins() {
+        let (_dir, store) = store().await;
+        let key = SigningKey::from_bytes([4; 32]).unwrap();
+        let old = opening(&key, 1, 3);
+        store.insert_channel(&old, 1_000).await.unwrap();
+        let paid = old.pay(Amount::from(100)).unwrap();
+        store.record_payment(&paid, &window(0)).await.unwrap();
+        // Announcing it again returns the stored, paid state.
+        assert_eq!(store.insert_channel(&old, 1_000).await.unwrap().state, paid);
+
+        let new = opening(&key, 2, 3);
+        store.insert_channel(&new, 2_000).await.unwrap();
+        let newest = store.newest_for_client(&key.public_key()).await.unwrap().unwrap();
+        assert_eq!(newest.state.channel_id, new.channel_id);
+        // The old channel, with its money, is still there.
+        assert_eq!(store.list().await.unwrap().len(), 2);
+        let other = SigningKey::from_bytes([5; 32]).unwrap();
+        assert!(store.newest_for_client(&other.public_key()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_committed_payment_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let key = SigningKey::from_bytes([6; 32]).unwrap();
+        let first = opening(&key, 9, 5);
+        let one = first.pay(Amount::from(100)).unwrap();
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.insert_channel(&first, 1_000).await.unwrap();
+            store.record_payment(&one, &window(0)).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.channel(&first.channel_id).await.unwrap().unwrap().state, one);
+    }
+}
