@@ -9,6 +9,7 @@
 //! - [`contract`]: `sol!` bindings from the committed artifact, `deploy`.
 //! - [`channel`]: a channel as the contract stores it.
 //! - [`evm`]: the [`Chain`] trait and [`EvmChain`] over JSON-RPC.
+//! - [`open`]: a viewer opening a channel.
 //! - [`anvil`]: start and stop an anvil node on a free loopback port.
 //! - [`error`]: the chain layer's error, [`ChainError`].
 
@@ -17,8 +18,10 @@ pub mod channel;
 pub mod contract;
 pub mod error;
 pub mod evm;
+pub mod open;
 
 pub use channel::{ChannelStatus, OnChainChannel};
 pub use contract::{TollstreamChannels, deploy};
 pub use error::ChainError;
 pub use evm::{Chain, EvmChain, connect_provider, wallet_of};
+pub use open::{OpenRequest, Opened, open_channel};
