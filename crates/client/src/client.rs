@@ -1,0 +1,211 @@
+//! A typed async client of PROTOCOL.md: one method per client→server event,
+//! and the server's events as [`ServerEvent`]s.
+
+use crate::socketio::{Acker, Incoming, SocketIo, SocketIoError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tollstream_protocol::{
+    Ack, ChannelState, ClientKey, Empty, PayRequest, PlayRequest, ProtocolError, PublicKey, Secret, ServerInfo, decode,
+    event,
+};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed or timed out.
+    #[error(transparent)]
+    Transport(#[from] SocketIoError),
+    /// The server refused with a protocol error.
+    #[error("server refused: {0}")]
+    Refused(ProtocolError),
+    /// The server's answer does not follow PROTOCOL.md.
+    #[error("malformed reply from the server: {0}")]
+    Malformed(String),
+}
+
+impl ClientError {
+    /// The protocol error code, when the server refused.
+    pub fn code(&self) -> Option<tollstream_protocol::ErrorCode> {
+        match self {
+            ClientError::Refused(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// One event the server pushed.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// A payment request; answer it through the [`PayAnswer`].
+    Pay(PayRequest, PayAnswer),
+    Secret(Secret),
+    Error(ProtocolError),
+    /// An event PROTOCOL.md does not define, or a malformed one.
+    Unknown {
+        event: String,
+        data: Value,
+    },
+}
+
+/// The answer to one `pay`, sent at most once.
+#[derive(Debug)]
+pub struct PayAnswer(Option<Acker>);
+
+impl PayAnswer {
+    /// Answers with the signed successor state.
+    ///
+    /// # Errors
+    /// When the connection is gone.
+    pub async fn pay(self, state: &ChannelState) -> Result<(), ClientError> {
+        self.raw(serde_json::to_value(state).expect("states serialize")).await
+    }
+
+    /// Refuses to pay, with a reason.
+    ///
+    /// # Errors
+    /// When the connection is gone.
+    pub async fn refuse(self, error: ProtocolError) -> Result<(), ClientError> {
+        self.raw(serde_json::to_value(Ack::<Empty>::Error { error }).expect("errors serialize")).await
+    }
+
+    /// Answers with any JSON (tests use it to send malformed answers).
+    ///
+    /// # Errors
+    /// When the connection is gone.
+    pub async fn raw(self, value: Value) -> Result<(), ClientError> {
+        match self.0 {
+            Some(acker) => Ok(acker.send(&value).await?),
+            // The server did not ask for an ack: nothing can be answered.
+            None => Ok(()),
+        }
+    }
+}
+
+/// A connection to a Tollstream server.
+pub struct Client {
+    io: SocketIo,
+    events: mpsc::Receiver<Incoming>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects to the server at `url` (e.g. `http://127.0.0.1:8080`).
+    ///
+    /// # Errors
+    /// When the Socket.IO connection cannot be established.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        let (io, events) = SocketIo::connect(url).await?;
+        Ok(Client { io, events, timeout: Duration::from_secs(30) })
+    }
+
+    /// How long requests wait for their reply (default 30 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// This connection's Socket.IO id: the `session` a `Play` signs.
+    pub fn session_id(&self) -> &str {
+        self.io.sid()
+    }
+
+    /// `publicKey`: the server's identity, chain, contract and prices.
+    ///
+    /// # Errors
+    /// Transport failures, refusals, malformed replies.
+    pub async fn public_key(&self) -> Result<ServerInfo, ClientError> {
+        self.request(event::PUBLIC_KEY, &Empty {}).await
+    }
+
+    /// `latestState`: the client's active state, or `None`. The caller must
+    /// verify the signature is its own before trusting it.
+    ///
+    /// # Errors
+    /// Transport failures, refusals, malformed replies.
+    pub async fn latest_state(&self, client: &PublicKey) -> Result<Option<ChannelState>, ClientError> {
+        self.request(event::LATEST_STATE, &ClientKey { client_public_key: *client }).await
+    }
+
+    /// `newChannel`: announces a channel opened on chain with its first state.
+    ///
+    /// # Errors
+    /// Transport failures, refusals (`unknown_channel`, `wrong_payee`, …).
+    pub async fn new_channel(&self, opening: &ChannelState) -> Result<Option<ChannelState>, ClientError> {
+        self.request(event::NEW_CHANNEL, opening).await
+    }
+
+    /// `play`, with an ack: `Ok` once the server entered the streaming state.
+    ///
+    /// # Errors
+    /// Transport failures, refusals (`invalid_signature`, `unknown_stream`, …).
+    pub async fn play(&self, request: &PlayRequest) -> Result<(), ClientError> {
+        self.request::<Empty>(event::PLAY, request).await.map(|_| ())
+    }
+
+    /// `stop`: leaves the streaming state.
+    ///
+    /// # Errors
+    /// `not_streaming`, transport failures.
+    pub async fn stop(&self, client: &PublicKey) -> Result<(), ClientError> {
+        self.request::<Empty>(event::STOP, &ClientKey { client_public_key: *client }).await.map(|_| ())
+    }
+
+    /// Sends any event with any JSON and returns the raw ack (tests use it
+    /// to send what a well-behaved client never would).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn request_raw(&self, event: &str, data: &Value) -> Result<Value, ClientError> {
+        Ok(self.io.emit_with_ack(event, data, self.timeout).await?)
+    }
+
+    /// Sends an event without asking for an ack.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn emit_raw(&self, event: &str, data: &Value) -> Result<(), ClientError> {
+        Ok(self.io.emit(event, data).await?)
+    }
+
+    async fn request<T: DeserializeOwned>(&self, event: &str, data: &impl Serialize) -> Result<T, ClientError> {
+        let data = serde_json::to_value(data).expect("requests serialize");
+        let reply = self.io.emit_with_ack(event, &data, self.timeout).await?;
+        let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        match ack {
+            Ack::Error { error } => Err(ClientError::Refused(error)),
+            Ack::Ok(value) => decode(value).map_err(|e| ClientError::Malformed(e.message)),
+        }
+    }
+
+    /// The next event the server pushed; `None` once the connection closed.
+    pub async fn next_event(&mut self) -> Option<ServerEvent> {
+        let Incoming { event, data, ack } = self.events.recv().await?;
+        Some(match event.as_str() {
+            event::PAY => match decode::<PayRequest>(data.clone()) {
+                Ok(request) => ServerEvent::Pay(request, PayAnswer(ack)),
+                Err(_) => ServerEvent::Unknown { event, data },
+            },
+            event::SECRET => match decode::<Secret>(data.clone()) {
+                Ok(secret) => ServerEvent::Secret(secret),
+                Err(_) => ServerEvent::Unknown { event, data },
+            },
+            event::ERROR => match decode::<ProtocolError>(data.clone()) {
+                Ok(error) => ServerEvent::Error(error),
+                Err(_) => ServerEvent::Unknown { event, data },
+            },
+            _ => ServerEvent::Unknown { event, data },
+        })
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        self.io.is_connected()
+    }
+
+    /// Disconnects.
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+}

@@ -1,0 +1,305 @@
+//! The viewer's side of the seed's algorithm: idle (find or buy a channel,
+//! then play) and streaming (answer every `pay` after checking it, collect
+//! every `secret`).
+
+use crate::client::{Client, ClientError, PayAnswer, ServerEvent};
+use crate::wallet::{random_key, session_key};
+use tollstream_chain::{Chain, ChainError, EvmChain, OpenRequest, open_channel};
+use tollstream_protocol::successor::play_signing_hash;
+use tollstream_protocol::{
+    Amount, B256, ChannelDomain, ChannelState, ErrorCode, PayRequest, PlayRequest, ProtocolError, Secret, ServerInfo,
+    Signature, SigningKey, U256, verify_state_signature,
+};
+
+/// Why the viewer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewerError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ViewerError {
+    /// The protocol error code, when the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ViewerError::Client(error) => error.code(),
+            _ => None,
+        }
+    }
+}
+
+/// What happened while streaming.
+// Steps are handled one at a time, never stored in bulk, so the size of the
+// largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Step {
+    /// We answered the `pay` `request` with the signed `state`.
+    Paid { request: PayRequest, state: ChannelState },
+    /// Keys arrived.
+    Keys(Secret),
+    /// The keys of the channel's final payment arrived: the channel is
+    /// spent and forgotten; the viewer is idle.
+    Final(Secret),
+    /// We refused a `pay` that broke the rules; the server will stop us.
+    Refused { request: PayRequest, reason: ProtocolError },
+    /// The server stopped streaming with this error; the viewer is idle.
+    Stopped(ProtocolError),
+    /// The connection closed.
+    Disconnected,
+}
+
+/// A viewer connected to one server.
+pub struct Viewer {
+    client: Client,
+    wallet: SigningKey,
+    session: SigningKey,
+    info: ServerInfo,
+    domain: ChannelDomain,
+    /// The latest state the server confirmed (by its `secret`, or by
+    /// `latestState` / `newChannel`); `None` when idle without a channel.
+    channel: Option<ChannelState>,
+    /// A state we signed whose `secret` has not arrived yet.
+    pending: Option<ChannelState>,
+    /// The sequence number of the last secret received.
+    last_secret: Option<u64>,
+}
+
+impl Viewer {
+    /// Connects and asks the server who it is (`publicKey`).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or answers nonsense.
+    pub async fn connect(url: &str, wallet: SigningKey) -> Result<Viewer, ViewerError> {
+        let client = Client::connect(url).await?;
+        let info = client.public_key().await?;
+        let domain = ChannelDomain::new(info.chain_id, info.channel_address);
+        let session = session_key(&wallet);
+        Ok(Viewer { client, wallet, session, info, domain, channel: None, pending: None, last_secret: None })
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The connection, for callers that drive events themselves.
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    pub fn session_key(&self) -> &SigningKey {
+        &self.session
+    }
+
+    /// The channel's latest confirmed state.
+    pub fn channel(&self) -> Option<&ChannelState> {
+        self.channel.as_ref()
+    }
+
+    /// Asks `latestState` and keeps the answer if it is really ours: signed
+    /// by our session key, for our wallet, on the server's contract.
+    ///
+    /// # Errors
+    /// Transport failures and refusals.
+    pub async fn resume(&mut self) -> Result<Option<ChannelState>, ViewerError> {
+        let latest = self.client.latest_state(&self.session.public_key()).await?;
+        self.channel = latest.filter(|state| self.is_ours(state));
+        self.pending = None;
+        Ok(self.channel.clone())
+    }
+
+    fn is_ours(&self, state: &ChannelState) -> bool {
+        state.client_public_key == self.session.public_key()
+            && state.client_wallet_address == self.wallet.address()
+            && state.channel_address == self.info.channel_address
+            && state.deposit().is_some()
+            && verify_state_signature(state, &self.domain).is_ok()
+    }
+
+    /// Opens a channel of `windows` windows on chain, living `lifetime`
+    /// seconds, and announces it (`newChannel`).
+    ///
+    /// # Errors
+    /// When the chain is another than the server's, the open fails, or the
+    /// server refuses the channel.
+    pub async fn buy(&mut self, rpc_url: &str, windows: u64, lifetime: u64) -> Result<ChannelState, ViewerError> {
+        if windows == 0 {
+            return Err(ViewerError::Invalid("buy at least one window".into()));
+        }
+        let chain = EvmChain::connect(rpc_url, None, self.info.channel_address).await?;
+        if chain.chain_id() != self.info.chain_id {
+            return Err(ViewerError::Invalid(format!(
+                "{rpc_url} is chain {}, but the server's channels are on chain {}",
+                chain.chain_id(),
+                self.info.chain_id
+            )));
+        }
+        let deposit = self
+            .info
+            .window_price
+            .0
+            .checked_mul(U256::from(windows))
+            .ok_or_else(|| ViewerError::Invalid("deposit overflows".into()))?;
+        let request = OpenRequest {
+            contract: self.info.channel_address,
+            payee: self.info.wallet_address,
+            signer: self.session.address(),
+            deposit,
+            expires_at: chain.now().await? + lifetime,
+            salt: B256::from(random_key().to_bytes()),
+        };
+        let opened = open_channel(rpc_url, &self.wallet, &request).await?;
+        tracing::info!(channel = %opened.channel_id, tx = %opened.tx, %deposit, "channel opened on chain");
+        let mut opening = ChannelState {
+            channel_id: opened.channel_id,
+            channel_address: self.info.channel_address,
+            client_wallet_address: self.wallet.address(),
+            client_public_key: self.session.public_key(),
+            client_balance: Amount(deposit),
+            server_balance: Amount::ZERO,
+            client_sequence_number: 0,
+            client_signature: Signature([0; 65]),
+        };
+        opening.sign(&self.domain, &self.session);
+        match self.client.new_channel(&opening).await? {
+            Some(stored) if stored == opening => {
+                self.channel = Some(stored.clone());
+                self.pending = None;
+                self.last_secret = None;
+                Ok(stored)
+            }
+            other => {
+                Err(ViewerError::Invalid(format!("the server stored another state for the new channel: {other:?}")))
+            }
+        }
+    }
+
+    /// The `play` request for this connection, signed by the session key.
+    ///
+    /// # Errors
+    /// When there is no channel to play with.
+    pub fn play_request(&self, stream_id: &str, from_segment: u64) -> Result<PlayRequest, ViewerError> {
+        let channel = self.channel.as_ref().ok_or_else(|| ViewerError::Invalid("no channel: buy one first".into()))?;
+        let digest = play_signing_hash(&self.domain, channel.channel_id, self.client.session_id());
+        Ok(PlayRequest {
+            client_public_key: self.session.public_key(),
+            stream_id: stream_id.to_owned(),
+            from_segment,
+            signature: self.session.sign_digest(&digest),
+        })
+    }
+
+    /// Enters the streaming state.
+    ///
+    /// # Errors
+    /// No channel, or the server refused.
+    pub async fn play(&mut self, stream_id: &str, from_segment: u64) -> Result<(), ViewerError> {
+        let request = self.play_request(stream_id, from_segment)?;
+        self.client.play(&request).await?;
+        Ok(())
+    }
+
+    /// Leaves the streaming state, keeping the channel for next time.
+    ///
+    /// # Errors
+    /// `not_streaming`, transport failures.
+    pub async fn stop(&mut self) -> Result<(), ViewerError> {
+        self.client.stop(&self.session.public_key()).await?;
+        Ok(())
+    }
+
+    /// Waits for the next thing the server does and reacts: a `pay` is
+    /// checked and answered (or refused), a `secret` confirms the payment
+    /// it answers.
+    pub async fn next_step(&mut self) -> Step {
+        loop {
+            let Some(event) = self.client.next_event().await else { return Step::Disconnected };
+            match event {
+                ServerEvent::Pay(request, answer) => return self.answer_pay(request, answer).await,
+                ServerEvent::Secret(secret) => {
+                    if let Some(step) = self.take_secret(secret) {
+                        return step;
+                    }
+                }
+                ServerEvent::Error(error) => {
+                    // Back to idle; an unconfirmed payment may or may not
+                    // be stored: `resume` asks the server.
+                    self.pending = None;
+                    return Step::Stopped(error);
+                }
+                ServerEvent::Unknown { event, .. } => tracing::debug!(%event, "ignoring unknown event"),
+            }
+        }
+    }
+
+    async fn answer_pay(&mut self, request: PayRequest, answer: PayAnswer) -> Step {
+        match self.check_pay(&request) {
+            Ok(next) => match answer.pay(&next).await {
+                Ok(()) => {
+                    self.pending = Some(next.clone());
+                    Step::Paid { request, state: next }
+                }
+                Err(_) => Step::Disconnected,
+            },
+            Err(reason) => {
+                let _ = answer.refuse(reason.clone()).await;
+                Step::Refused { request, reason }
+            }
+        }
+    }
+
+    /// The signed successor that `request` asks for, if it is one we agree to.
+    fn check_pay(&self, request: &PayRequest) -> Result<ChannelState, ProtocolError> {
+        let refuse = |message: String| ProtocolError::new(ErrorCode::PaymentRefused, message);
+        let channel = self.channel.as_ref().ok_or_else(|| refuse("no channel".into()))?;
+        if self.pending.is_some() {
+            return Err(refuse("the secret of the previous payment has not arrived".into()));
+        }
+        if channel.client_sequence_number > 0 && self.last_secret != Some(channel.client_sequence_number) {
+            return Err(refuse("the secret of the previous payment has not arrived".into()));
+        }
+        if request.channel_id != channel.channel_id {
+            return Err(refuse("that is not our channel".into()));
+        }
+        if request.client_sequence_number != channel.client_sequence_number + 1 {
+            return Err(refuse(format!(
+                "expected to pay sequence {}, asked for {}",
+                channel.client_sequence_number + 1,
+                request.client_sequence_number
+            )));
+        }
+        if request.amount > self.info.window_price {
+            return Err(refuse(format!("asked {} but the agreed price is {}", request.amount, self.info.window_price)));
+        }
+        let mut next = channel.pay(request.amount).ok_or_else(|| refuse("the balance cannot cover it".into()))?;
+        next.sign(&self.domain, &self.session);
+        Ok(next)
+    }
+
+    fn take_secret(&mut self, secret: Secret) -> Option<Step> {
+        let sequence = secret.client_sequence_number;
+        if let Some(pending) = self.pending.take_if(|p| p.client_sequence_number == sequence) {
+            self.channel = Some(pending);
+        }
+        let confirmed = self.channel.as_ref().is_some_and(|c| c.client_sequence_number == sequence);
+        if !confirmed {
+            tracing::debug!(sequence, "ignoring a secret for a payment we do not know");
+            return None;
+        }
+        self.last_secret = Some(sequence);
+        if self.channel.as_ref().is_some_and(ChannelState::is_final) {
+            // The last secret of the channel: forget it, back to idle.
+            self.channel = None;
+            return Some(Step::Final(secret));
+        }
+        Some(Step::Keys(secret))
+    }
+}
