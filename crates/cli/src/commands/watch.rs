@@ -1,0 +1,197 @@
+//! `tollstream watch URL`: the seed's client. Find the channel (or buy
+//! one), play, pay window by window, and stop at the final payment or on
+//! Ctrl-C (keeping the channel for next time).
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use tollstream_client::wallet::load_wallet;
+use tollstream_client::{Step, Viewer};
+use tollstream_protocol::{ChannelState, U256};
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    url: String,
+    /// The stream to watch (default: the server's first).
+    #[arg(long)]
+    stream: Option<String>,
+    /// The first segment to buy keys for.
+    #[arg(long, default_value_t = 0)]
+    from_segment: u64,
+    /// With no channel yet, buy this many hours without asking.
+    #[arg(long, group = "amount")]
+    hours: Option<f64>,
+    /// With no channel yet, buy this many minutes without asking.
+    #[arg(long, group = "amount")]
+    minutes: Option<f64>,
+    /// With no channel yet, buy this many payment windows without asking.
+    #[arg(long, group = "amount")]
+    windows: Option<u64>,
+    /// Stop (keeping the channel) after this many payments.
+    #[arg(long)]
+    max_payments: Option<u64>,
+    /// JSON-RPC endpoint of the server's chain, used to open a channel.
+    #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    /// The wallet that funds channels (hex key file); or set TOLLSTREAM_WALLET_KEY.
+    #[arg(long, env = "TOLLSTREAM_WALLET_KEY_FILE")]
+    wallet_key_file: Option<PathBuf>,
+    /// Lifetime of a new channel in seconds (default: twice the server's minimum).
+    #[arg(long)]
+    channel_lifetime: Option<u64>,
+}
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let wallet = load_wallet(args.wallet_key_file.as_deref())?;
+    let mut viewer =
+        Viewer::connect(&args.url, wallet).await.with_context(|| format!("cannot reach the server at {}", args.url))?;
+    let info = viewer.info().clone();
+    let stream = match &args.stream {
+        Some(id) => id.clone(),
+        None => match info.streams.first() {
+            Some(stream) => stream.id.clone(),
+            None => bail!("the server sells no streams"),
+        },
+    };
+    if !info.streams.iter().any(|s| s.id == stream) {
+        let ids: Vec<&str> = info.streams.iter().map(|s| s.id.as_str()).collect();
+        bail!("the server has no stream {stream:?}; it has {ids:?}");
+    }
+
+    let channel = match viewer.resume().await? {
+        Some(state) => {
+            eprintln!(
+                "resuming channel {} at payment {} ({} wei left)",
+                state.channel_id, state.client_sequence_number, state.client_balance
+            );
+            state
+        }
+        None => {
+            let windows = windows_to_buy(&args, info.window_seconds)?;
+            let lifetime = args.channel_lifetime.unwrap_or(2 * info.min_channel_seconds.max(3_600));
+            eprintln!(
+                "opening a channel for {windows} windows ({} s) at {} wei each…",
+                (windows as f64 * info.window_seconds).round(),
+                info.window_price
+            );
+            viewer.buy(&args.rpc_url, windows, lifetime).await?
+        }
+    };
+
+    let total_windows = windows_in(&channel, info.window_price.0);
+    let bar = progress_bar(total_windows);
+    bar.set_position(channel.client_sequence_number);
+    viewer.play(&stream, args.from_segment).await?;
+
+    let mut payments = 0u64;
+    let outcome = loop {
+        let step = tokio::select! {
+            step = viewer.next_step() => step,
+            _ = super::shutdown_signal() => break Outcome::Interrupted,
+        };
+        match step {
+            Step::Paid { state, .. } => {
+                payments += 1;
+                bar.set_position(state.client_sequence_number);
+                bar.set_message(format!(
+                    "{} wei left · {} s bought",
+                    state.client_balance,
+                    (state.client_sequence_number as f64 * info.window_seconds).round()
+                ));
+                tracing::debug!(seq = state.client_sequence_number, "paid");
+            }
+            Step::Keys(secret) => {
+                tracing::info!(seq = secret.client_sequence_number, keys = secret.keys.len(), "window keys received");
+                if args.max_payments.is_some_and(|max| payments >= max) {
+                    break Outcome::Enough;
+                }
+            }
+            Step::Final(secret) => {
+                tracing::info!(seq = secret.client_sequence_number, "final window keys received");
+                break Outcome::Spent;
+            }
+            Step::Refused { request, reason } => {
+                tracing::warn!(seq = request.client_sequence_number, %reason, "refused a payment request");
+            }
+            Step::Stopped(error) => break Outcome::Stopped(error),
+            Step::Disconnected => break Outcome::Disconnected,
+        }
+    };
+    bar.finish_and_clear();
+
+    match outcome {
+        Outcome::Interrupted | Outcome::Enough => {
+            let _ = viewer.stop().await;
+            let left = viewer.channel().map(|c| c.client_balance.to_string()).unwrap_or_default();
+            println!("paid {payments} windows; stopped; channel kept with {left} wei for next time");
+        }
+        Outcome::Spent => println!("paid {payments} windows; the channel is spent"),
+        Outcome::Stopped(error) if error.code == tollstream_protocol::ErrorCode::StreamEnded => {
+            println!("paid {payments} windows; the stream ended");
+        }
+        Outcome::Stopped(error) => bail!("the server stopped streaming after {payments} payments: {error}"),
+        Outcome::Disconnected => bail!("the connection closed after {payments} payments"),
+    }
+    viewer.client().close().await;
+    Ok(())
+}
+
+enum Outcome {
+    Interrupted,
+    Enough,
+    Spent,
+    Stopped(tollstream_protocol::ProtocolError),
+    Disconnected,
+}
+
+fn windows_in(state: &ChannelState, price: U256) -> u64 {
+    match state.deposit() {
+        Some(deposit) if !price.is_zero() => u64::try_from(deposit.0 / price).unwrap_or(u64::MAX),
+        _ => 0,
+    }
+}
+
+/// How many windows to buy: from the flags, else asked on the terminal.
+fn windows_to_buy(args: &WatchArgs, window_seconds: f64) -> anyhow::Result<u64> {
+    let from_seconds = |seconds: f64| -> anyhow::Result<u64> {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            bail!("buy a positive amount of time");
+        }
+        Ok((seconds / window_seconds).ceil().max(1.0) as u64)
+    };
+    if let Some(windows) = args.windows {
+        if windows == 0 {
+            bail!("--windows must be at least 1");
+        }
+        return Ok(windows);
+    }
+    if let Some(hours) = args.hours {
+        return from_seconds(hours * 3600.0);
+    }
+    if let Some(minutes) = args.minutes {
+        return from_seconds(minutes * 60.0);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no channel yet: pass --hours, --minutes or --windows to buy one");
+    }
+    eprint!("You have no channel with this server. Buy how many hours? [1] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let hours =
+        if line.trim().is_empty() { 1.0 } else { line.trim().parse::<f64>().context("not a number of hours")? };
+    from_seconds(hours * 3600.0)
+}
+
+fn progress_bar(total_windows: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total_windows);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} paid {pos}/{len} windows [{bar:30}] {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}

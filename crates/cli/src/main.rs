@@ -1,0 +1,55 @@
+//! `tollstream`: one binary, a subcommand per job. Each subcommand lives in
+//! `commands/`; this file only parses and dispatches.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Sell and watch media streams paid by the second over payment channels.
+#[derive(Debug, Parser)]
+#[command(name = "tollstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: Socket.IO payments and HTTP on one port.
+    Serve(tollstream_server::ServeConfig),
+    /// Watch a stream, paying for it window by window.
+    Watch(commands::watch::WatchArgs),
+    /// Create or show a wallet key file.
+    #[command(subcommand)]
+    Wallet(commands::wallet::WalletCommand),
+    /// Deploy the channel registry contract and print its address.
+    Deploy(commands::deploy::DeployArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(config) => commands::serve::run(config).await,
+            Command::Watch(args) => commands::watch::run(args).await,
+            Command::Wallet(command) => commands::wallet::run(command),
+            Command::Deploy(args) => commands::deploy::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The `tollstream` commands as a user runs them.
+
+mod common;
+
+use common::{ServerOptions, ServerProcess, TestChain, hex};
+use std::process::{Command, Output};
+
+fn tollstream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollstream")).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in
+        [&["--help"][..], &["serve", "--help"], &["watch", "--help"], &["wallet", "--help"], &["deploy", "--help"]]
+    {
+        let output = tollstream(command);
+        assert!(output.status.success(), "{command:?}");
+        assert!(text(&output.stdout).contains("Usage:"), "{command:?}");
+    }
+}
+
+#[test]
+fn wallet_new_writes_a_key_that_wallet_show_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.key");
+    let path = path.to_str().unwrap();
+    let created = tollstream(&["wallet", "new", "--out", path]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let address = text(&created.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    let shown = tollstream(&["wallet", "show", "--wallet-key-file", path]);
+    assert!(text(&shown.stdout).contains(&address));
+    // Never overwrites a wallet.
+    let again = tollstream(&["wallet", "new", "--out", path]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("error:"));
+}
+
+#[test]
+fn a_missing_wallet_is_a_clear_error_not_a_panic() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tollstream"))
+        .args(["watch", "http://127.0.0.1:9"])
+        .env_remove("TOLLSTREAM_WALLET_KEY")
+        .env_remove("TOLLSTREAM_WALLET_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no wallet key"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn watch_buys_pays_and_resumes_then_spends_the_channel() {
+    let chain = TestChain::new().await;
+    let server = ServerProcess::start(&chain, &ServerOptions::default());
+    let wallet = chain.viewer_wallet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("viewer.key");
+    std::fs::write(&key_file, hex(&wallet.to_bytes())).unwrap();
+    let watch = |extra: &[&str]| {
+        let mut args = vec!["watch", &server.url, "--rpc-url", &chain.rpc, "--wallet-key-file"];
+        args.push(key_file.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_tollstream")).args(&args).output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Buys 4 windows, pays 2, keeps the channel.
+    let first = watch(&["--windows", "4", "--max-payments", "2"]).await;
+    assert!(first.status.success(), "{}{}", text(&first.stdout), text(&first.stderr));
+    assert!(text(&first.stdout).contains("paid 2 windows; stopped; channel kept"), "{}", text(&first.stdout));
+
+    // Resumes the same channel (no purchase flag needed) and spends it.
+    let second = watch(&["--from-segment", "2"]).await;
+    assert!(second.status.success(), "{}{}", text(&second.stdout), text(&second.stderr));
+    assert!(text(&second.stderr).contains("resuming channel"), "{}", text(&second.stderr));
+    assert!(text(&second.stdout).contains("paid 2 windows; the channel is spent"), "{}", text(&second.stdout));
+}

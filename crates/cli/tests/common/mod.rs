@@ -1,0 +1,175 @@
+//! What the end-to-end tests share: a contract and a funded server wallet on
+//! the test binary's anvil, and `tollstream serve` as a real child process
+//! on a port the kernel picked.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tollstream_chain::anvil::{self, Anvil};
+use tollstream_chain::{connect_provider, deploy};
+use tollstream_client::Viewer;
+use tollstream_protocol::{Address, SigningKey, U256};
+use tollstream_server::store::{SqliteStore, Store, StoredChannel};
+
+pub const ETH: u128 = 1_000_000_000_000_000_000;
+/// The window price the test servers ask, in wei.
+pub const PRICE: u64 = 1_000_000_000;
+/// A channel lifetime well past the servers' minimum and margin.
+pub const LIFETIME: u64 = 4 * 3600;
+
+/// A contract of this test's own on the shared node, and a funded payee.
+pub struct TestChain {
+    pub node: &'static Anvil,
+    pub rpc: String,
+    pub contract: Address,
+    pub server_wallet: SigningKey,
+}
+
+impl TestChain {
+    pub async fn new() -> TestChain {
+        let node = anvil::shared();
+        let deployer = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+        let contract = deploy(connect_provider(node.endpoint(), Some(&deployer)).unwrap()).await.unwrap();
+        TestChain {
+            node,
+            rpc: node.endpoint().to_owned(),
+            contract,
+            server_wallet: node.funded_wallet(U256::from(10 * ETH)).await.unwrap(),
+        }
+    }
+
+    /// A new viewer wallet holding 100 ETH.
+    pub async fn viewer_wallet(&self) -> SigningKey {
+        self.node.funded_wallet(U256::from(100 * ETH)).await.unwrap()
+    }
+}
+
+/// Flags of a test server, beyond the chain's.
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub window_seconds: f64,
+    pub pay_timeout: f64,
+    pub streams: String,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { window_seconds: 0.2, pay_timeout: 3.0, streams: "demo=1000".into() }
+    }
+}
+
+/// `tollstream serve` running as a child process; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    command: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    pub fn start(chain: &TestChain, options: &ServerOptions) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("server.key");
+        std::fs::write(&key_file, format!("0x{}", hex(&chain.server_wallet.to_bytes()))).unwrap();
+        let data_dir = dir.path().join("data");
+        let command = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--rpc-url".into(),
+            chain.rpc.clone(),
+            "--contract".into(),
+            chain.contract.to_checksum(None),
+            "--wallet-key-file".into(),
+            key_file.display().to_string(),
+            "--window-seconds".into(),
+            options.window_seconds.to_string(),
+            "--window-price".into(),
+            PRICE.to_string(),
+            "--pay-timeout".into(),
+            options.pay_timeout.to_string(),
+            "--min-channel-seconds".into(),
+            "3600".into(),
+            "--settle-margin".into(),
+            "60".into(),
+            "--stream".into(),
+            options.streams.clone(),
+        ];
+        let (child, url) = spawn(&command, &data_dir);
+        ServerProcess { child, url, data_dir, command, _dir: Some(dir) }
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was committed.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, url) = spawn(&self.command, &self.data_dir);
+        self.child = child;
+        self.url = url;
+    }
+
+    /// The server's database, opened beside the running server (SQLite's
+    /// WAL mode lets a reader in while it writes).
+    pub async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.data_dir.join("tollstream.sqlite")).await.unwrap()
+    }
+
+    pub async fn stored(&self, viewer: &Viewer) -> Option<StoredChannel> {
+        self.store().await.newest_for_client(&viewer.session_key().public_key()).await.unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(command: &[String], data_dir: &Path) -> (Child, String) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollstream"))
+        .args(command)
+        .env("RUST_LOG", "info,tollstream_server=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("tollstream listening on ")
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+            panic!("the server did not start: {line:?}\n{log}")
+        })
+        .to_owned();
+    (child, url)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits at most `seconds` for `future`.
+pub async fn within<T>(seconds: u64, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(seconds), future).await.expect("timed out")
+}
