@@ -9,7 +9,7 @@
 //! - [`contract`]: `sol!` bindings from the committed artifact, `deploy`.
 //! - [`channel`]: a channel as the contract stores it.
 //! - [`evm`]: the [`Chain`] trait and [`EvmChain`] over JSON-RPC.
-//! - [`open`]: a viewer opening a channel.
+//! - [`viewer`]: a viewer's transactions: open, find its channels, refund.
 //! - [`anvil`]: start and stop an anvil node on a free loopback port.
 //! - [`error`]: the chain layer's error, [`ChainError`].
 
@@ -18,10 +18,10 @@ pub mod channel;
 pub mod contract;
 pub mod error;
 pub mod evm;
-pub mod open;
+pub mod viewer;
 
 pub use channel::{ChannelStatus, OnChainChannel};
 pub use contract::{TollstreamChannels, deploy};
 pub use error::ChainError;
-pub use evm::{Chain, EvmChain, connect_provider, wallet_of};
-pub use open::{OpenRequest, Opened, open_channel};
+pub use evm::{Chain, ChannelEvent, EvmChain, SignedTx, connect_provider, wallet_of};
+pub use viewer::{OpenRequest, Opened, channels_opened_by, open_channel, refund_channel};

@@ -1,9 +1,14 @@
-//! Opening a channel from the viewer's wallet.
+//! What a viewer does on chain: open a channel, find its channels, and take
+//! a deposit back after expiry.
 
+use crate::channel::OnChainChannel;
 use crate::contract::TollstreamChannels;
 use crate::error::ChainError;
-use crate::evm::connect_provider;
+use crate::evm::{Chain, EvmChain, connect_provider};
 use alloy::primitives::{Address, B256, TxHash, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
 use tollstream_protocol::SigningKey;
 use tollstream_protocol::channel_id::channel_id;
 
@@ -50,4 +55,56 @@ pub async fn open_channel(rpc_url: &str, wallet: &SigningKey, request: &OpenRequ
         return Err(ChainError::TransactionFailed(receipt.transaction_hash));
     }
     Ok(Opened { channel_id: channel_id(wallet.address(), request.payee, request.salt), tx: receipt.transaction_hash })
+}
+
+/// Every channel `client` opened on the registry at `contract`, oldest
+/// first, with its state on chain now.
+///
+/// # Errors
+/// `Unavailable` on RPC failure.
+pub async fn channels_opened_by(
+    rpc_url: &str,
+    contract: Address,
+    client: Address,
+) -> Result<Vec<(B256, OnChainChannel)>, ChainError> {
+    let chain = EvmChain::connect(rpc_url, None, contract).await?;
+    let filter = Filter::new()
+        .address(contract)
+        .event_signature(TollstreamChannels::Opened::SIGNATURE_HASH)
+        .topic2(client.into_word())
+        .from_block(0u64);
+    let logs = chain.provider().get_logs(&filter).await.map_err(ChainError::from_transport)?;
+    let mut channels = Vec::new();
+    for log in logs {
+        if let Ok(opened) = log.log_decode::<TollstreamChannels::Opened>() {
+            let id = opened.inner.data.channelId;
+            channels.push((id, chain.channel(id).await?));
+        }
+    }
+    Ok(channels)
+}
+
+/// Sends `refund` for channel `id` from `wallet` and waits until it is mined.
+///
+/// # Errors
+/// `Reverted` before expiry or when the channel is not open; RPC failures.
+pub async fn refund_channel(
+    rpc_url: &str,
+    wallet: &SigningKey,
+    contract: Address,
+    id: B256,
+) -> Result<TxHash, ChainError> {
+    let registry = TollstreamChannels::new(contract, connect_provider(rpc_url, Some(wallet))?);
+    let receipt = registry
+        .refund(id)
+        .send()
+        .await
+        .map_err(ChainError::from_contract)?
+        .get_receipt()
+        .await
+        .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+    if !receipt.status() {
+        return Err(ChainError::TransactionFailed(receipt.transaction_hash));
+    }
+    Ok(receipt.transaction_hash)
 }
