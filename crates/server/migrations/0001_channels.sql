@@ -9,6 +9,9 @@ CREATE TABLE channels (
     client_public_key     TEXT    NOT NULL,
     deposit               TEXT    NOT NULL,
     expires_at            INTEGER NOT NULL,
+    -- Chain time after which the channel takes no payments and, holding
+    -- server money, is closed: expiry less the settlement margin.
+    settle_by             INTEGER NOT NULL,
     client_balance        TEXT    NOT NULL,
     server_balance        TEXT    NOT NULL,
     sequence              INTEGER NOT NULL,
@@ -19,10 +22,19 @@ CREATE TABLE channels (
     window_segment_count  INTEGER,
     -- open | final | closing | closed | refunded
     status                TEXT    NOT NULL,
+    -- The signed close, recorded before it is broadcast, so a restart
+    -- re-broadcasts the same transaction instead of sending another.
     close_tx              TEXT,
+    close_tx_raw          TEXT,
     created_at            INTEGER NOT NULL,
     updated_at            INTEGER NOT NULL
 );
 
 CREATE INDEX channels_by_client ON channels (client_public_key, created_at);
-CREATE INDEX channels_by_status ON channels (status, expires_at);
+CREATE INDEX channels_by_status ON channels (status, settle_by);
+
+-- Small named counters, e.g. the last block whose events were read.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);

@@ -49,9 +49,14 @@ pub struct ServeConfig {
     pub min_channel_seconds: u64,
 
     /// How long before a channel's expiry the server stops using it and
-    /// settles it, in seconds.
+    /// settles it, in seconds; a tenth of the channel's lifetime when that
+    /// is longer.
     #[arg(long, env = "TOLLSTREAM_SETTLE_MARGIN", default_value_t = 3_600)]
     pub settle_margin: u64,
+
+    /// Seconds between passes of the settlement worker.
+    #[arg(long, env = "TOLLSTREAM_SETTLE_INTERVAL", default_value_t = 5.0, value_parser = positive_seconds)]
+    pub settle_interval: f64,
 
     /// A stream to sell, as ID=SEGMENTS (SEGMENTS of one window each), e.g.
     /// `--stream demo=360`. Repeatable.

@@ -11,12 +11,16 @@
 //!   `sessions.rs` keeps one streaming connection per client.
 //! - [`store`]: the [`Store`](store::Store) trait and its SQLite implementation.
 //! - [`streams`]: the streams on sale and their segment keys.
+//! - [`settle`]: the settlement worker, which closes channels on chain.
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`http`]: plain HTTP routes.
 //! - [`error`]: start-up failures, [`ServerError`].
 
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod settle;
 pub mod socket;
 pub mod state;
 pub mod store;
@@ -93,6 +97,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let token = state.shutdown.clone();
+    let settlement = settle::Settlement::new(state.store.clone(), state.chain.clone(), state.metrics.clone());
+    let worker = tokio::spawn(settlement.run(state.settle_interval, token.clone()));
     let app = app(state.clone());
     let signal = {
         let token = token.clone();
@@ -107,5 +113,7 @@ pub async fn run(
     if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
         tracing::warn!("streaming tasks still running after 10 s; exiting anyway");
     }
+    // A close in flight is recorded; the next start sees it through.
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use crate::config::ServeConfig;
+use crate::metrics::Metrics;
 use crate::socket::sessions::Sessions;
 use crate::store::Store;
 use crate::streams::StreamCatalog;
@@ -31,6 +32,8 @@ pub struct Inner {
     pub pay_timeout: Duration,
     pub min_channel_seconds: u64,
     pub settle_margin: u64,
+    pub settle_interval: Duration,
+    pub metrics: Metrics,
     /// Which client streams on which connection.
     pub sessions: Sessions,
     pub clock: ChainClock,
@@ -81,6 +84,8 @@ impl AppState {
             pay_timeout: config.pay_timeout(),
             min_channel_seconds: config.min_channel_seconds,
             settle_margin: config.settle_margin,
+            settle_interval: Duration::from_secs_f64(config.settle_interval),
+            metrics: Metrics::new(),
             sessions: Sessions::default(),
             shutdown,
             tasks: TaskTracker::new(),

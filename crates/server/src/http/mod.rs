@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 /// The HTTP routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics))
 }
 
 /// Liveness: the process answers, and how many clients are streaming.
@@ -19,4 +19,9 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "channel_address": state.domain.contract.to_checksum(None),
         "streaming": state.sessions.len(),
     }))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -52,9 +52,11 @@ async fn is_active(state: &AppState, channel: &StoredChannel) -> Result<bool, Pr
     Ok(!is_expiring(state, channel).await?)
 }
 
+/// Whether the channel has reached its `settle_by`: from then on it is
+/// being settled, not streamed.
 async fn is_expiring(state: &AppState, channel: &StoredChannel) -> Result<bool, ProtocolError> {
     let now = state.clock.now().await.map_err(ProtocolError::from)?;
-    Ok(channel.expires_at <= now.saturating_add(state.settle_margin))
+    Ok(now >= channel.settle_by)
 }
 
 /// What `latestState` returns for a stored channel: its state if active.

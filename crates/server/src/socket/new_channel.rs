@@ -75,7 +75,8 @@ async fn new_channel(
         return Err(ProtocolError::bad_request("the channel was not opened by client_wallet_address"));
     }
 
-    let stored = state.store.insert_channel(&opening, onchain.expires_at).await?;
+    let settle_by = crate::settle::settle_by(onchain.expires_at, now, state.settle_margin);
+    let stored = state.store.insert_channel(&opening, onchain.expires_at, settle_by).await?;
     tracing::info!(
         channel = %opening.channel_id,
         client = %opening.client_public_key,

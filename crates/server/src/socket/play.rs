@@ -37,15 +37,15 @@ async fn play(
     // The signature binds the request to this key, channel and connection.
     verify_play(&state.domain, channel.state.channel_id, &socket.id.to_string(), &request.signature, &client)?;
 
-    match channel.status {
-        ChannelStatus::Open => {}
-        ChannelStatus::Final => {
-            // The last payment's secret may never have arrived: it is paid
-            // for, so it is sent again before the refusal.
-            streaming::resend_secret(state, socket, &channel);
-            return Err(refused(ErrorCode::ChannelNotOpen, "the channel's balance is spent; open a new channel"));
-        }
-        _ => return Err(refused(ErrorCode::ChannelNotOpen, "the channel is closed")),
+    if channel.state.is_final() {
+        // The last payment's secret may never have arrived: it is paid for,
+        // so it is sent again before the refusal, even once the channel is
+        // settled.
+        streaming::resend_secret(state, socket, &channel);
+        return Err(refused(ErrorCode::ChannelNotOpen, "the channel's balance is spent; open a new channel"));
+    }
+    if channel.status != ChannelStatus::Open {
+        return Err(refused(ErrorCode::ChannelNotOpen, "the channel is closed"));
     }
     if super::is_expiring(state, &channel).await? {
         return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));

@@ -26,12 +26,14 @@ pub async fn run(
     cancel: CancellationToken,
     generation: u64,
 ) {
+    state.metrics.active_streams.inc();
     if let Err(error) = stream_payments(&state, &socket, &client, &stream, from_segment, &cancel).await {
         // A cancelled session was replaced or stopped: nobody to tell.
         if !cancel.is_cancelled() {
             reply::emit_error(&socket, &error);
         }
     }
+    state.metrics.active_streams.dec();
     state.sessions.finish(&client, generation);
 }
 
@@ -91,6 +93,10 @@ async fn stream_payments(
         if next_segment >= stream.segment_count {
             return Err(refused(ErrorCode::StreamEnded, "the stream has no more segments"));
         }
+        // Past `settle_by` the channel is being closed: no more payments.
+        if super::is_expiring(state, &channel).await? {
+            return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));
+        }
         let window = Window {
             stream_id: stream.id.clone(),
             first_segment: next_segment,
@@ -104,16 +110,19 @@ async fn stream_payments(
             first_segment: window.first_segment,
             segment_count: window.segment_count,
         };
-        let Some(answer) = ask(socket, &request, state.pay_timeout, cancel).await? else {
+        let Some(answer) =
+            ask(socket, &request, state.pay_timeout, cancel).await.inspect_err(|e| state.metrics.refused(e.code))?
+        else {
             return Ok(());
         };
-        let next = accept(state, &channel.state, answer)?;
+        let next = accept(state, &channel.state, answer).inspect_err(|error| state.metrics.refused(error.code))?;
 
         // Durable before the keys leave: a crash after this line costs the
         // viewer nothing, since `play` re-sends this window's secret.
         match state.store.record_payment(&next, &window).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
+                state.metrics.refused(ErrorCode::StaleSequence);
                 return Err(refused(ErrorCode::StaleSequence, "the channel advanced elsewhere; send play again"));
             }
             Err(error) => {
@@ -121,6 +130,8 @@ async fn stream_payments(
                 return Err(error.into());
             }
         }
+        state.metrics.payments_accepted.inc();
+        crate::metrics::Metrics::add_wei(&state.metrics.wei_earned, state.window_price);
         tracing::debug!(
             channel = %next.channel_id,
             seq = next.client_sequence_number,

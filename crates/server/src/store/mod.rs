@@ -89,9 +89,14 @@ pub struct StoredChannel {
     pub window: Option<Window>,
     /// Unix seconds (chain time) from which the client can take a refund.
     pub expires_at: u64,
+    /// Chain time from which the channel takes no more payments and is
+    /// closed if it holds server money: `expires_at` less the margin.
+    pub settle_by: u64,
     pub status: ChannelStatus,
-    /// The close transaction, once sent.
+    /// The close transaction, once signed (recorded before broadcast).
     pub close_tx: Option<B256>,
+    /// Its raw bytes, to broadcast the very same transaction again.
+    pub close_tx_raw: Option<Vec<u8>>,
     /// Unix milliseconds when the server first stored the channel; orders a
     /// client's channels.
     pub created_at: i64,
@@ -131,12 +136,17 @@ impl From<StoreError> for ProtocolError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a verified opening state of a channel expiring at
-    /// `expires_at`. Idempotent: when the channel is already stored, returns
-    /// the stored channel unchanged.
+    /// `expires_at`, to be settled from `settle_by`. Idempotent: when the
+    /// channel is already stored, returns the stored channel unchanged.
     ///
     /// # Errors
     /// `Database` when the write fails.
-    async fn insert_channel(&self, state: &ChannelState, expires_at: u64) -> Result<StoredChannel, StoreError>;
+    async fn insert_channel(
+        &self,
+        state: &ChannelState,
+        expires_at: u64,
+        settle_by: u64,
+    ) -> Result<StoredChannel, StoreError>;
 
     /// One channel by id.
     ///
@@ -158,6 +168,55 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Conflict` when the compare-and-swap fails; `Database`.
     async fn record_payment(&self, next: &ChannelState, window: &Window) -> Result<(), StoreError>;
+
+    /// Channels the settlement worker must act on at chain time `now`:
+    /// final ones, ones with a close in flight, and open ones holding
+    /// server money whose `settle_by` has come.
+    ///
+    /// # Errors
+    /// `Database` or `Corrupt`.
+    async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError>;
+
+    /// Records a signed close of the channel at `sequence` and marks it
+    /// closing, if its latest state is still `sequence` and it is open or
+    /// final: a payment stored meanwhile makes the close stale.
+    ///
+    /// # Errors
+    /// `Conflict` when the compare-and-swap fails; `Database`.
+    async fn record_close(&self, id: &B256, sequence: u64, tx: &B256, raw: &[u8]) -> Result<(), StoreError>;
+
+    /// Forgets a close that failed, putting the channel back to open or
+    /// final, so a fresh close can be sent.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn abandon_close(&self, id: &B256) -> Result<(), StoreError>;
+
+    /// Marks the channel closed on chain (by us or anyone); `tx` when known.
+    /// Returns whether it changed.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn mark_closed(&self, id: &B256, tx: Option<&B256>) -> Result<bool, StoreError>;
+
+    /// Marks the channel refunded to its client. Returns the channel as it
+    /// was when this changed it, so the caller can account for a loss.
+    ///
+    /// # Errors
+    /// `Database` or `Corrupt`.
+    async fn mark_refunded(&self, id: &B256) -> Result<Option<StoredChannel>, StoreError>;
+
+    /// A named counter (e.g. the last block read), if set.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Sets a named counter.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn set_cursor(&self, name: &str, value: u64) -> Result<(), StoreError>;
 
     /// Every channel, newest first.
     ///

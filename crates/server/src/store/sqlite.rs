@@ -16,8 +16,12 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
-     expires_at, client_balance, server_balance, sequence, signature, window_stream, \
-     window_first_segment, window_segment_count, status, close_tx, created_at";
+     expires_at, settle_by, client_balance, server_balance, sequence, signature, window_stream, \
+     window_first_segment, window_segment_count, status, close_tx, close_tx_raw, created_at";
+
+/// The status a channel returns to when a close is abandoned: derived from
+/// its state, so it need not be remembered.
+const STATUS_WITHOUT_CLOSE: &str = "CASE WHEN client_balance = '0' THEN 'final' ELSE 'open' END";
 
 fn db(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
@@ -94,10 +98,19 @@ fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
         ),
         None => None,
     };
+    let close_tx_raw = match row.try_get::<Option<String>, _>("close_tx_raw").map_err(db)? {
+        Some(raw) => Some(
+            alloy_primitives::hex::decode(raw.trim_start_matches("0x"))
+                .map_err(|e| corrupt("close_tx_raw", e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok(StoredChannel {
         state,
         window,
         expires_at: row.try_get::<i64, _>("expires_at").map_err(db)? as u64,
+        settle_by: row.try_get::<i64, _>("settle_by").map_err(db)? as u64,
+        close_tx_raw,
         status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
         close_tx,
         created_at: row.try_get::<i64, _>("created_at").map_err(db)?,
@@ -106,15 +119,20 @@ fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_channel(&self, state: &ChannelState, expires_at: u64) -> Result<StoredChannel, StoreError> {
+    async fn insert_channel(
+        &self,
+        state: &ChannelState,
+        expires_at: u64,
+        settle_by: u64,
+    ) -> Result<StoredChannel, StoreError> {
         let deposit: Amount = state.deposit().ok_or_else(|| StoreError::Corrupt("deposit overflows".into()))?;
         let now = now_millis();
         // INSERT OR IGNORE makes a repeated announcement a no-op; the
         // caller gets whatever is stored.
         sqlx::query(
             "INSERT OR IGNORE INTO channels (channel_id, channel_address, client_wallet_address, \
-             client_public_key, deposit, expires_at, client_balance, server_balance, sequence, signature, \
-             status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+             client_public_key, deposit, expires_at, settle_by, client_balance, server_balance, sequence, signature, \
+             status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
         )
         .bind(hex(state.channel_id.as_slice()))
         .bind(state.channel_address.to_checksum(None))
@@ -122,6 +140,7 @@ impl Store for SqliteStore {
         .bind(state.client_public_key.to_string())
         .bind(deposit.to_string())
         .bind(expires_at as i64)
+        .bind(settle_by as i64)
         .bind(state.client_balance.to_string())
         .bind(state.server_balance.to_string())
         .bind(state.client_sequence_number as i64)
@@ -168,6 +187,89 @@ impl Store for SqliteStore {
         if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
+    async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM channels WHERE status IN ('final', 'closing') \
+             OR (status = 'open' AND server_balance != '0' AND settle_by <= ?) ORDER BY settle_by"
+        );
+        let rows = sqlx::query(&sql).bind(now as i64).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn record_close(&self, id: &B256, sequence: u64, tx: &B256, raw: &[u8]) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE channels SET status = 'closing', close_tx = ?, close_tx_raw = ?, updated_at = ? \
+             WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')",
+        )
+        .bind(hex(tx.as_slice()))
+        .bind(hex(raw))
+        .bind(now_millis())
+        .bind(hex(id.as_slice()))
+        .bind(sequence as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+    }
+
+    async fn abandon_close(&self, id: &B256) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE channels SET status = {STATUS_WITHOUT_CLOSE}, close_tx = NULL, close_tx_raw = NULL, \
+             updated_at = ? WHERE channel_id = ? AND status = 'closing'"
+        );
+        sqlx::query(&sql).bind(now_millis()).bind(hex(id.as_slice())).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn mark_closed(&self, id: &B256, tx: Option<&B256>) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE channels SET status = 'closed', close_tx = COALESCE(?, close_tx), updated_at = ? \
+             WHERE channel_id = ? AND status NOT IN ('closed', 'refunded')",
+        )
+        .bind(tx.map(|t| hex(t.as_slice())))
+        .bind(now_millis())
+        .bind(hex(id.as_slice()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn mark_refunded(&self, id: &B256) -> Result<Option<StoredChannel>, StoreError> {
+        let Some(before) = self.channel(id).await? else { return Ok(None) };
+        let result = sqlx::query(
+            "UPDATE channels SET status = 'refunded', updated_at = ? \
+             WHERE channel_id = ? AND status NOT IN ('closed', 'refunded')",
+        )
+        .bind(now_millis())
+        .bind(hex(id.as_slice()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok((result.rows_affected() == 1).then_some(before))
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(value.map(|v| v as u64))
+    }
+
+    async fn set_cursor(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<StoredChannel>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY created_at DESC, rowid DESC");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
@@ -211,7 +313,7 @@ mod tests {
         let (_dir, store) = store().await;
         let key = SigningKey::from_bytes([3; 32]).unwrap();
         let first = opening(&key, 1, 2);
-        let stored = store.insert_channel(&first, 1_000).await.unwrap();
+        let stored = store.insert_channel(&first, 1_000, 900).await.unwrap();
         assert_eq!(
             (stored.state.clone(), stored.status, stored.window.clone()),
             (first.clone(), ChannelStatus::Open, None)
@@ -240,14 +342,14 @@ mod tests {
         let (_dir, store) = store().await;
         let key = SigningKey::from_bytes([4; 32]).unwrap();
         let old = opening(&key, 1, 3);
-        store.insert_channel(&old, 1_000).await.unwrap();
+        store.insert_channel(&old, 1_000, 900).await.unwrap();
         let paid = old.pay(Amount::from(100)).unwrap();
         store.record_payment(&paid, &window(0)).await.unwrap();
         // Announcing it again returns the stored, paid state.
-        assert_eq!(store.insert_channel(&old, 1_000).await.unwrap().state, paid);
+        assert_eq!(store.insert_channel(&old, 1_000, 900).await.unwrap().state, paid);
 
         let new = opening(&key, 2, 3);
-        store.insert_channel(&new, 2_000).await.unwrap();
+        store.insert_channel(&new, 2_000, 1_900).await.unwrap();
         let newest = store.newest_for_client(&key.public_key()).await.unwrap().unwrap();
         assert_eq!(newest.state.channel_id, new.channel_id);
         // The old channel, with its money, is still there.
@@ -265,10 +367,88 @@ mod tests {
         let one = first.pay(Amount::from(100)).unwrap();
         {
             let store = SqliteStore::open(&path).await.unwrap();
-            store.insert_channel(&first, 1_000).await.unwrap();
+            store.insert_channel(&first, 1_000, 900).await.unwrap();
             store.record_payment(&one, &window(0)).await.unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(store.channel(&first.channel_id).await.unwrap().unwrap().state, one);
+    }
+}
+
+#[cfg(test)]
+mod settlement_tests {
+    use super::*;
+    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
+
+    fn opening(id: u8, windows: u64) -> ChannelState {
+        let key = SigningKey::from_bytes([id; 32]).unwrap();
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
+        let mut state = ChannelState {
+            channel_id: B256::repeat_byte(id),
+            channel_address: domain.contract,
+            client_wallet_address: Address::repeat_byte(0xa1),
+            client_public_key: key.public_key(),
+            client_balance: Amount(U256::from(100 * windows)),
+            server_balance: Amount::ZERO,
+            client_sequence_number: 0,
+            client_signature: Signature([0; 65]),
+        };
+        state.sign(&domain, &key);
+        state
+    }
+
+    fn window() -> Window {
+        Window { stream_id: "demo".into(), first_segment: 0, segment_count: 1 }
+    }
+
+    #[tokio::test]
+    async fn only_channels_owing_the_server_are_due_and_closes_are_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.sqlite")).await.unwrap();
+        let idle = opening(1, 2);
+        store.insert_channel(&idle, 1_000, 900).await.unwrap();
+        let owing = opening(2, 2);
+        store.insert_channel(&owing, 1_000, 900).await.unwrap();
+        let paid = owing.pay(Amount::from(100)).unwrap();
+        store.record_payment(&paid, &window()).await.unwrap();
+        let spent = opening(3, 1);
+        store.insert_channel(&spent, 5_000, 4_900).await.unwrap();
+        let last = spent.pay(Amount::from(100)).unwrap();
+        store.record_payment(&last, &window()).await.unwrap();
+
+        let ids = |channels: Vec<StoredChannel>| channels.into_iter().map(|c| c.state.channel_id).collect::<Vec<_>>();
+        // Before settle_by only the final channel is due; nothing owed is never due.
+        assert_eq!(ids(store.awaiting_settlement(100).await.unwrap()), vec![spent.channel_id]);
+        assert_eq!(ids(store.awaiting_settlement(950).await.unwrap()), vec![owing.channel_id, spent.channel_id]);
+
+        // A close for a stale sequence loses; the right one wins once.
+        let tx = B256::repeat_byte(0xee);
+        assert!(matches!(store.record_close(&owing.channel_id, 0, &tx, b"raw").await, Err(StoreError::Conflict)));
+        store.record_close(&owing.channel_id, 1, &tx, b"raw").await.unwrap();
+        let closing = store.channel(&owing.channel_id).await.unwrap().unwrap();
+        assert_eq!(
+            (closing.status, closing.close_tx, closing.close_tx_raw),
+            (ChannelStatus::Closing, Some(tx), Some(b"raw".to_vec()))
+        );
+        // No payment lands on a closing channel.
+        let late = paid.pay(Amount::from(100)).unwrap();
+        assert!(matches!(store.record_payment(&late, &window()).await, Err(StoreError::Conflict)));
+
+        store.abandon_close(&owing.channel_id).await.unwrap();
+        assert_eq!(store.channel(&owing.channel_id).await.unwrap().unwrap().status, ChannelStatus::Open);
+        store.abandon_close(&spent.channel_id).await.unwrap();
+        assert_eq!(store.channel(&spent.channel_id).await.unwrap().unwrap().status, ChannelStatus::Final);
+
+        assert!(store.mark_closed(&spent.channel_id, Some(&tx)).await.unwrap());
+        assert!(!store.mark_closed(&spent.channel_id, None).await.unwrap(), "closed once");
+        let refunded = store.mark_refunded(&owing.channel_id).await.unwrap().unwrap();
+        assert_eq!(refunded.state.server_balance, Amount::from(100));
+        assert!(store.mark_refunded(&owing.channel_id).await.unwrap().is_none());
+        assert!(store.awaiting_settlement(u64::MAX / 2).await.unwrap().is_empty());
+
+        assert_eq!(store.cursor("events").await.unwrap(), None);
+        store.set_cursor("events", 7).await.unwrap();
+        store.set_cursor("events", 9).await.unwrap();
+        assert_eq!(store.cursor("events").await.unwrap(), Some(9));
     }
 }
