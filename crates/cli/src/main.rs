@@ -25,6 +25,13 @@ enum Command {
     Wallet(commands::wallet::WalletCommand),
     /// Deploy the channel registry contract and print its address.
     Deploy(commands::deploy::DeployArgs),
+    /// List the server's channels (operator).
+    Channels(commands::channels::ChannelsArgs),
+    /// Close channels on chain now (operator): due ones, --all, or one.
+    Settle(commands::channels::SettleArgs),
+    /// A viewer's channels on chain: status, refund after expiry.
+    #[command(subcommand)]
+    Channel(commands::channel::ChannelCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,9 @@ fn main() -> ExitCode {
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Wallet(command) => commands::wallet::run(command),
             Command::Deploy(args) => commands::deploy::run(args).await,
+            Command::Channels(args) => commands::channels::list(args).await,
+            Command::Settle(args) => commands::channels::settle(args).await,
+            Command::Channel(command) => commands::channel::run(command).await,
         }
     });
     match result {

@@ -269,19 +269,8 @@ async fn malformed_and_oversized_messages_are_refused_and_the_server_stays_up() 
 #[tokio::test]
 async fn new_channel_without_the_chain_is_chain_unavailable_and_stores_nothing() {
     // This test stops its node, so it has one of its own.
-    let node = tollstream_chain::anvil::Anvil::spawn().unwrap();
-    let deployer = node.funded_wallet(U256::from(common::ETH)).await.unwrap();
-    let contract =
-        tollstream_chain::deploy(tollstream_chain::connect_provider(node.endpoint(), Some(&deployer)).unwrap())
-            .await
-            .unwrap();
-    let node: &'static tollstream_chain::anvil::Anvil = Box::leak(Box::new(node));
-    let chain = TestChain {
-        node,
-        rpc: node.endpoint().to_owned(),
-        contract,
-        server_wallet: node.funded_wallet(U256::from(common::ETH)).await.unwrap(),
-    };
+    let chain = TestChain::own().await;
+    let contract = chain.contract;
     let server = ServerProcess::start(&chain, &ServerOptions::default());
     let wallet = chain.viewer_wallet().await;
     let mut viewer = Viewer::connect(&server.url, wallet.clone()).await.unwrap();
@@ -298,7 +287,7 @@ async fn new_channel_without_the_chain_is_chain_unavailable_and_stores_nothing()
     let state = opening(opened.channel_id, &domain, &wallet, viewer.session_key(), 3 * PRICE);
 
     // The node goes away.
-    kill_process(node.pid());
+    kill_process(chain.node().pid());
     let error = viewer.client_mut().new_channel(&state).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::ChainUnavailable), "{error}");
     assert!(server.store().await.list().await.unwrap().is_empty());

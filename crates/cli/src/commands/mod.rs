@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod channel;
+pub mod channels;
 pub mod deploy;
 pub mod serve;
 pub mod wallet;

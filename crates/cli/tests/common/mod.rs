@@ -20,9 +20,12 @@ pub const PRICE: u64 = 1_000_000_000;
 /// A channel lifetime well past the servers' minimum and margin.
 pub const LIFETIME: u64 = 4 * 3600;
 
-/// A contract of this test's own on the shared node, and a funded payee.
+/// A contract of this test's own, and a funded payee, on the test binary's
+/// shared node or on a node of the test's own (for tests that move the
+/// clock, stop mining or stop the node).
 pub struct TestChain {
-    pub node: &'static Anvil,
+    own: Option<Anvil>,
+    /// Where the server reaches the chain (the node, or a proxy to it).
     pub rpc: String,
     pub contract: Address,
     pub server_wallet: SigningKey,
@@ -30,20 +33,35 @@ pub struct TestChain {
 
 impl TestChain {
     pub async fn new() -> TestChain {
-        let node = anvil::shared();
+        Self::on(None).await
+    }
+
+    /// A chain on a node of this test's own.
+    pub async fn own() -> TestChain {
+        Self::on(Some(Anvil::spawn().unwrap())).await
+    }
+
+    async fn on(own: Option<Anvil>) -> TestChain {
+        let node = own.as_ref().unwrap_or_else(|| anvil::shared());
         let deployer = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
         let contract = deploy(connect_provider(node.endpoint(), Some(&deployer)).unwrap()).await.unwrap();
-        TestChain {
-            node,
-            rpc: node.endpoint().to_owned(),
-            contract,
-            server_wallet: node.funded_wallet(U256::from(10 * ETH)).await.unwrap(),
-        }
+        let server_wallet = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+        let rpc = node.endpoint().to_owned();
+        TestChain { own, rpc, contract, server_wallet }
+    }
+
+    pub fn node(&self) -> &Anvil {
+        self.own.as_ref().unwrap_or_else(|| anvil::shared())
+    }
+
+    /// The node's own endpoint (not a proxy).
+    pub fn node_rpc(&self) -> String {
+        self.node().endpoint().to_owned()
     }
 
     /// A new viewer wallet holding 100 ETH.
     pub async fn viewer_wallet(&self) -> SigningKey {
-        self.node.funded_wallet(U256::from(100 * ETH)).await.unwrap()
+        self.node().funded_wallet(U256::from(100 * ETH)).await.unwrap()
     }
 }
 
@@ -53,11 +71,12 @@ pub struct ServerOptions {
     pub window_seconds: f64,
     pub pay_timeout: f64,
     pub streams: String,
+    pub settle_interval: f64,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { window_seconds: 0.2, pay_timeout: 3.0, streams: "demo=1000".into() }
+        ServerOptions { window_seconds: 0.2, pay_timeout: 3.0, streams: "demo=1000".into(), settle_interval: 0.2 }
     }
 }
 
@@ -100,6 +119,8 @@ impl ServerProcess {
             "60".into(),
             "--stream".into(),
             options.streams.clone(),
+            "--settle-interval".into(),
+            options.settle_interval.to_string(),
         ];
         let (child, url) = spawn(&command, &data_dir);
         ServerProcess { child, url, data_dir, command, _dir: Some(dir) }
@@ -127,6 +148,33 @@ impl ServerProcess {
 
     pub async fn stored(&self, viewer: &Viewer) -> Option<StoredChannel> {
         self.store().await.newest_for_client(&viewer.session_key().public_key()).await.unwrap()
+    }
+
+    /// The server's `/metrics`, parsed as Prometheus text: name → value
+    /// (labels folded into the name as `name{label="value"}`).
+    pub async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await.unwrap().text().await.unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+        scrape
+            .samples
+            .into_iter()
+            .map(|sample| {
+                let labels: Vec<String> = sample.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let name = if labels.is_empty() {
+                    sample.metric
+                } else {
+                    format!("{}{{{}}}", sample.metric, labels.join(","))
+                };
+                let value = match sample.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                };
+                (name, value)
+            })
+            .collect()
     }
 
     pub fn log(&self) -> String {
