@@ -18,6 +18,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     pub data_dir: PathBuf,
 
+    /// Folder of packaged streams (`tollstream package`), one subfolder each
+    /// [default: DATA_DIR/media].
+    #[arg(long, env = "TOLLSTREAM_MEDIA_DIR")]
+    pub media_dir: Option<PathBuf>,
+
     /// JSON-RPC endpoint of the chain the channels live on.
     #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
     pub rpc_url: String,
@@ -58,13 +63,28 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_SETTLE_INTERVAL", default_value_t = 5.0, value_parser = positive_seconds)]
     pub settle_interval: f64,
 
-    /// A stream to sell, as ID=SEGMENTS (SEGMENTS of one window each), e.g.
-    /// `--stream demo=360`. Repeatable.
+    /// A keys-only stream without media files, as ID=SEGMENTS (one window
+    /// each), e.g. `--stream test=360`: for testing and load runs of the
+    /// payment protocol. Repeatable.
     #[arg(long = "stream", env = "TOLLSTREAM_STREAMS", value_delimiter = ',', value_parser = parse_stream)]
     pub streams: Vec<(String, u64)>,
+
+    /// Set by `tollstream demo` only: served at `/demo.json` so the player
+    /// page can offer funded dev wallets. Never a flag: a real server must
+    /// not hand out keys.
+    #[arg(skip)]
+    pub demo: Option<serde_json::Value>,
 }
 
 impl ServeConfig {
+    pub fn media_dir(&self) -> PathBuf {
+        self.media_dir.clone().unwrap_or_else(|| self.data_dir.join("media"))
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
     pub fn window(&self) -> Duration {
         Duration::from_secs_f64(self.window_seconds)
     }

@@ -77,8 +77,8 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     let store = SqliteStore::open(&config.data_dir.join("tollstream.sqlite")).await?;
     let chain = EvmChain::connect(&config.rpc_url, Some(&wallet), config.contract).await?;
-    let keys = KeyStore::new(config.data_dir.join("keys"));
-    let streams = streams::StreamCatalog::from_config(&config.streams, &keys)?;
+    let keys = KeyStore::new(config.keys_dir());
+    let streams = streams::StreamCatalog::load(&config.media_dir(), &config.streams, &keys, config.window_seconds)?;
     if config.window_price.is_zero() {
         return Err(ServerError::Config("--window-price must be positive".into()));
     }

@@ -34,6 +34,8 @@ pub struct Inner {
     pub settle_margin: u64,
     pub settle_interval: Duration,
     pub metrics: Metrics,
+    /// What `/demo.json` serves, in demo mode only.
+    pub demo: Option<serde_json::Value>,
     /// Which client streams on which connection.
     pub sessions: Sessions,
     pub clock: ChainClock,
@@ -86,6 +88,7 @@ impl AppState {
             settle_margin: config.settle_margin,
             settle_interval: Duration::from_secs_f64(config.settle_interval),
             metrics: Metrics::new(),
+            demo: config.demo.clone(),
             sessions: Sessions::default(),
             shutdown,
             tasks: TaskTracker::new(),

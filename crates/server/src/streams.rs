@@ -1,10 +1,16 @@
-//! The streams the server sells and the keys of their segments.
+//! The streams the server sells, their files and the keys of their segments.
+//!
+//! Packaged streams come from the media folder (`tollstream package`); a
+//! keys-only stream (`--stream ID=SEGMENTS`) has no files and exists for
+//! tests and load runs of the payment protocol.
 
-use std::collections::BTreeMap;
-use tollstream_media::{KeyStore, MasterSecret};
+use crate::error::ServerError;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tollstream_media::{KeyStore, MasterSecret, PackagedStream};
 use tollstream_protocol::{B128, SegmentKey, StreamInfo};
 
-/// One stream: its segments and its master secret.
+/// One stream on sale.
 #[derive(Debug, Clone)]
 pub struct Stream {
     pub id: String,
@@ -13,7 +19,18 @@ pub struct Stream {
     pub segment_count: u64,
     /// Segments one payment window covers.
     pub segments_per_window: u64,
+    /// The packaged files, served over HTTP; `None` for a keys-only stream.
+    pub files: Option<StreamFiles>,
     master: MasterSecret,
+}
+
+/// Where a packaged stream's files are. Only these names are ever served,
+/// so no request path is joined onto the file system.
+#[derive(Debug, Clone)]
+pub struct StreamFiles {
+    pub playlist: PathBuf,
+    /// Segment file name → path.
+    pub segments: HashMap<String, PathBuf>,
 }
 
 impl Stream {
@@ -35,6 +52,15 @@ impl Stream {
             playlist: format!("/streams/{}/index.m3u8", self.id),
         }
     }
+
+    /// The file behind `/streams/<id>/<name>`, if `name` is one of ours.
+    pub fn file(&self, name: &str) -> Option<&Path> {
+        let files = self.files.as_ref()?;
+        if name == tollstream_media::playlist::PLAYLIST_FILE {
+            return Some(&files.playlist);
+        }
+        files.segments.get(name).map(PathBuf::as_path)
+    }
 }
 
 /// Every stream, by id.
@@ -44,27 +70,64 @@ pub struct StreamCatalog {
 }
 
 impl StreamCatalog {
-    /// Streams of whole-window segments, as configured by `--stream ID=N`,
-    /// with master secrets from `keys`.
+    /// The packaged streams under `media_dir` plus the keys-only ones, with
+    /// master secrets from `keys`.
     ///
     /// # Errors
-    /// When a master secret cannot be read or created.
-    pub fn from_config(streams: &[(String, u64)], keys: &KeyStore) -> Result<Self, tollstream_media::KeyStoreError> {
+    /// A stream whose segment length does not divide the window, whose
+    /// files are inconsistent, or whose key file does not match it; a key
+    /// store failure; two streams with one id.
+    pub fn load(
+        media_dir: &Path,
+        keys_only: &[(String, u64)],
+        keys: &KeyStore,
+        window_seconds: f64,
+    ) -> Result<Self, ServerError> {
         let mut catalog = StreamCatalog::default();
-        for (id, segment_count) in streams {
+        let packaged = if media_dir.is_dir() {
+            tollstream_media::load_streams(media_dir).map_err(|e| ServerError::Config(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        for stream in packaged {
+            let master = keys.master_secret(&stream.id)?;
+            // Selling keys that decrypt nothing would take money for nothing.
+            stream.verify_secret(&master).map_err(|e| {
+                ServerError::Config(format!(
+                    "stream {:?}: {e} (is the data directory's key store the one it was packaged with?)",
+                    stream.id
+                ))
+            })?;
+            let segments_per_window = segments_per_window(&stream, window_seconds)?;
+            catalog.insert(Stream {
+                id: stream.id.clone(),
+                title: stream.title.clone(),
+                segment_count: stream.segments.len() as u64,
+                segments_per_window,
+                files: Some(files_of(&stream)),
+                master,
+            })?;
+        }
+        for (id, segment_count) in keys_only {
             let master = keys.master_secret(id)?;
-            catalog.streams.insert(
-                id.clone(),
-                Stream {
-                    id: id.clone(),
-                    title: id.clone(),
-                    segment_count: *segment_count,
-                    segments_per_window: 1,
-                    master,
-                },
-            );
+            catalog.insert(Stream {
+                id: id.clone(),
+                title: id.clone(),
+                segment_count: *segment_count,
+                segments_per_window: 1,
+                files: None,
+                master,
+            })?;
         }
         Ok(catalog)
+    }
+
+    fn insert(&mut self, stream: Stream) -> Result<(), ServerError> {
+        let id = stream.id.clone();
+        if self.streams.insert(id.clone(), stream).is_some() {
+            return Err(ServerError::Config(format!("two streams are named {id:?}")));
+        }
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&Stream> {
@@ -74,4 +137,26 @@ impl StreamCatalog {
     pub fn infos(&self) -> Vec<StreamInfo> {
         self.streams.values().map(Stream::info).collect()
     }
+}
+
+fn files_of(stream: &PackagedStream) -> StreamFiles {
+    StreamFiles {
+        playlist: stream.playlist_path(),
+        segments: stream.segments.iter().map(|s| (s.file_name.clone(), stream.dir.join(&s.file_name))).collect(),
+    }
+}
+
+/// A window must buy whole segments: the segment length must be the window
+/// length or a whole fraction of it.
+fn segments_per_window(stream: &PackagedStream, window_seconds: f64) -> Result<u64, ServerError> {
+    let ratio = window_seconds / stream.segment_seconds;
+    let whole = ratio.round();
+    if whole < 1.0 || (ratio - whole).abs() > 1e-6 {
+        return Err(ServerError::Config(format!(
+            "stream {:?} has {} s segments, which do not divide the {window_seconds} s window; \
+             package it with --segment-seconds {window_seconds} (or a whole fraction of it)",
+            stream.id, stream.segment_seconds
+        )));
+    }
+    Ok(whole as u64)
 }

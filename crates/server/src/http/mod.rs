@@ -1,5 +1,7 @@
 //! Plain HTTP routes beside Socket.IO.
 
+mod media;
+
 use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::get;
@@ -8,7 +10,11 @@ use serde_json::{Value, json};
 
 /// The HTTP routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/demo.json", get(demo))
+        .route("/streams/{stream}/{file}", get(media::serve))
 }
 
 /// Liveness: the process answers, and how many clients are streaming.
@@ -24,4 +30,14 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
 /// Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// The demo's dev wallets and chain, for the player page; 404 unless the
+/// server was started by `tollstream demo`.
+async fn demo(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.demo {
+        Some(demo) => Json(demo.clone()).into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
