@@ -53,6 +53,16 @@ pub enum Step {
     Disconnected,
 }
 
+/// A server event as [`Viewer::next_event`] hands it over.
+// Handled one at a time, like `Step`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Event {
+    /// A payment request, for the caller to answer.
+    Pay(PayRequest, PayAnswer),
+    Step(Step),
+}
+
 /// A viewer connected to one server.
 pub struct Viewer {
     client: Client,
@@ -220,27 +230,40 @@ impl Viewer {
     /// checked and answered (or refused), a `secret` confirms the payment
     /// it answers.
     pub async fn next_step(&mut self) -> Step {
+        match self.next_event().await {
+            Event::Pay(request, answer) => self.answer_pay(request, answer).await,
+            Event::Step(step) => step,
+        }
+    }
+
+    /// Like [`next_step`](Self::next_step), but hands a `pay` to the caller,
+    /// who answers it with [`answer_pay`](Self::answer_pay) or
+    /// [`refuse_pay`](Self::refuse_pay): a player checks first that it can
+    /// fetch the window's segments.
+    pub async fn next_event(&mut self) -> Event {
         loop {
-            let Some(event) = self.client.next_event().await else { return Step::Disconnected };
+            let Some(event) = self.client.next_event().await else { return Event::Step(Step::Disconnected) };
             match event {
-                ServerEvent::Pay(request, answer) => return self.answer_pay(request, answer).await,
+                ServerEvent::Pay(request, answer) => return Event::Pay(request, answer),
                 ServerEvent::Secret(secret) => {
                     if let Some(step) = self.take_secret(secret) {
-                        return step;
+                        return Event::Step(step);
                     }
                 }
                 ServerEvent::Error(error) => {
                     // Back to idle; an unconfirmed payment may or may not
                     // be stored: `resume` asks the server.
                     self.pending = None;
-                    return Step::Stopped(error);
+                    return Event::Step(Step::Stopped(error));
                 }
                 ServerEvent::Unknown { event, .. } => tracing::debug!(%event, "ignoring unknown event"),
             }
         }
     }
 
-    async fn answer_pay(&mut self, request: PayRequest, answer: PayAnswer) -> Step {
+    /// Checks a `pay` against the agreed price and the channel, and answers
+    /// it with the signed successor, or refuses it.
+    pub async fn answer_pay(&mut self, request: PayRequest, answer: PayAnswer) -> Step {
         match self.check_pay(&request) {
             Ok(next) => match answer.pay(&next).await {
                 Ok(()) => {
@@ -249,11 +272,14 @@ impl Viewer {
                 }
                 Err(_) => Step::Disconnected,
             },
-            Err(reason) => {
-                let _ = answer.refuse(reason.clone()).await;
-                Step::Refused { request, reason }
-            }
+            Err(reason) => self.refuse_pay(request, answer, reason).await,
         }
+    }
+
+    /// Refuses a `pay`; the server answers by stopping the stream.
+    pub async fn refuse_pay(&mut self, request: PayRequest, answer: PayAnswer, reason: ProtocolError) -> Step {
+        let _ = answer.refuse(reason.clone()).await;
+        Step::Refused { request, reason }
     }
 
     /// The signed successor that `request` asks for, if it is one we agree to.
