@@ -16,10 +16,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a complete local demo: chain, contract, wallets, video, server.
+    Demo(commands::demo::DemoArgs),
     /// Run the server: Socket.IO payments and HTTP on one port.
     Serve(tollstream_server::ServeConfig),
     /// Watch a stream, paying for it window by window.
     Watch(commands::watch::WatchArgs),
+    /// Cut a video into encrypted HLS segments for the server to sell.
+    Package(commands::package::PackageArgs),
     /// Create or show a wallet key file.
     #[command(subcommand)]
     Wallet(commands::wallet::WalletCommand),
@@ -46,8 +50,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
             Command::Serve(config) => commands::serve::run(config).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Package(args) => commands::package::run(args).await,
             Command::Wallet(command) => commands::wallet::run(command),
             Command::Deploy(args) => commands::deploy::run(args).await,
             Command::Channels(args) => commands::channels::list(args).await,

@@ -2,7 +2,9 @@
 
 pub mod channel;
 pub mod channels;
+pub mod demo;
 pub mod deploy;
+pub mod package;
 pub mod serve;
 pub mod wallet;
 pub mod watch;
@@ -14,7 +16,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,tollstream=info,tollstream_server=info,tollstream_client=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

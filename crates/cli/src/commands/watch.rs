@@ -7,9 +7,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use tollstream_client::player::MediaFetcher;
 use tollstream_client::wallet::load_wallet;
-use tollstream_client::{Step, Viewer};
+use tollstream_client::{Event, Step, Viewer};
 use tollstream_protocol::{ChannelState, U256};
+use tollstream_protocol::{ErrorCode, ProtocolError, Secret};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -42,6 +44,10 @@ pub struct WatchArgs {
     /// Lifetime of a new channel in seconds (default: twice the server's minimum).
     #[arg(long)]
     channel_lifetime: Option<u64>,
+    /// Write the decrypted MPEG-TS here as windows are paid ("-" for
+    /// stdout, e.g. `-o - | ffplay -`). Without it, only keys are bought.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
@@ -81,6 +87,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     };
 
+    let mut media = match &args.output {
+        Some(path) => {
+            let listed = info.streams.iter().find(|s| s.id == stream).expect("checked above");
+            let fetcher = MediaFetcher::open(&args.url, &stream, &listed.playlist)
+                .await
+                .with_context(|| format!("stream {stream:?} has no playable media"))?;
+            Some(Output { fetcher, writer: open_output(path)?, from: args.from_segment })
+        }
+        None => None,
+    };
+
     let total_windows = windows_in(&channel, info.window_price.0);
     let bar = progress_bar(total_windows);
     bar.set_position(channel.client_sequence_number);
@@ -88,9 +105,26 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 
     let mut payments = 0u64;
     let outcome = loop {
-        let step = tokio::select! {
-            step = viewer.next_step() => step,
+        let event = tokio::select! {
+            event = viewer.next_event() => event,
             _ = super::shutdown_signal() => break Outcome::Interrupted,
+        };
+        let step = match event {
+            Event::Pay(request, answer) => {
+                // Never pay for a window whose segments cannot be fetched.
+                let fetched = match &mut media {
+                    Some(out) => out.fetcher.prefetch(request.first_segment, request.segment_count).await,
+                    None => Ok(()),
+                };
+                match fetched {
+                    Ok(()) => viewer.answer_pay(request, answer).await,
+                    Err(error) => {
+                        let reason = ProtocolError::new(ErrorCode::PaymentRefused, error.to_string());
+                        viewer.refuse_pay(request, answer, reason).await
+                    }
+                }
+            }
+            Event::Step(step) => step,
         };
         match step {
             Step::Paid { state, .. } => {
@@ -105,12 +139,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             Step::Keys(secret) => {
                 tracing::info!(seq = secret.client_sequence_number, keys = secret.keys.len(), "window keys received");
+                if let Some(out) = &mut media {
+                    out.write(&secret).await?;
+                }
                 if args.max_payments.is_some_and(|max| payments >= max) {
                     break Outcome::Enough;
                 }
             }
             Step::Final(secret) => {
                 tracing::info!(seq = secret.client_sequence_number, "final window keys received");
+                if let Some(out) = &mut media {
+                    out.write(&secret).await?;
+                }
                 break Outcome::Spent;
             }
             Step::Refused { request, reason } => {
@@ -122,21 +162,56 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
 
+    // With the stream on stdout, the summary goes to stderr.
+    let to_stdout = args.output.as_deref().is_none_or(|path| path.as_os_str() != "-");
+    let say = |line: String| if to_stdout { println!("{line}") } else { eprintln!("{line}") };
     match outcome {
         Outcome::Interrupted | Outcome::Enough => {
             let _ = viewer.stop().await;
             let left = viewer.channel().map(|c| c.client_balance.to_string()).unwrap_or_default();
-            println!("paid {payments} windows; stopped; channel kept with {left} wei for next time");
+            say(format!("paid {payments} windows; stopped; channel kept with {left} wei for next time"));
         }
-        Outcome::Spent => println!("paid {payments} windows; the channel is spent"),
+        Outcome::Spent => say(format!("paid {payments} windows; the channel is spent")),
         Outcome::Stopped(error) if error.code == tollstream_protocol::ErrorCode::StreamEnded => {
-            println!("paid {payments} windows; the stream ended");
+            say(format!("paid {payments} windows; the stream ended"));
         }
         Outcome::Stopped(error) => bail!("the server stopped streaming after {payments} payments: {error}"),
         Outcome::Disconnected => bail!("the connection closed after {payments} payments"),
     }
     viewer.client().close().await;
     Ok(())
+}
+
+/// Where decrypted segments go.
+struct Output {
+    fetcher: MediaFetcher,
+    writer: Box<dyn Write + Send>,
+    /// Segments before this one are not written (a resumed window's keys
+    /// may be re-sent).
+    from: u64,
+}
+
+impl Output {
+    async fn write(&mut self, secret: &Secret) -> anyhow::Result<()> {
+        for key in &secret.keys {
+            if key.segment < self.from {
+                continue;
+            }
+            let plaintext = self.fetcher.decrypt(key).await?;
+            self.writer.write_all(&plaintext).context("cannot write the output")?;
+            self.from = key.segment + 1;
+        }
+        self.writer.flush().context("cannot write the output")?;
+        Ok(())
+    }
+}
+
+fn open_output(path: &std::path::Path) -> anyhow::Result<Box<dyn Write + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
 }
 
 enum Outcome {

@@ -1,0 +1,215 @@
+//! `tollstream demo`: everything a new user needs to watch a paid stream,
+//! started by one command: a local chain, the contract, funded wallets, a
+//! packaged demo video and the server.
+
+use super::package::package_with_progress;
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::json;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
+use tollstream_chain::anvil::{Anvil, AnvilOptions};
+use tollstream_chain::{Chain, EvmChain, connect_provider, deploy};
+use tollstream_media::{KeyStore, PackageOptions, generate_test_video, load_stream};
+use tollstream_protocol::{Amount, SigningKey};
+use tollstream_server::{CancellationToken, ServeConfig};
+
+/// The stream id of the demo video.
+const STREAM: &str = "demo";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port of the server (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Where the demo keeps its database, keys, wallets and video.
+    #[arg(long, default_value = "tollstream-demo")]
+    data_dir: PathBuf,
+    /// Seconds of stream one payment buys.
+    #[arg(long, default_value_t = 10.0)]
+    window_seconds: f64,
+    /// Price of one window, in wei.
+    #[arg(long, default_value = "100000000000000")]
+    window_price: Amount,
+    /// A video to sell instead of the generated test pattern.
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Length of the generated test pattern, in seconds.
+    #[arg(long, default_value_t = 180)]
+    video_seconds: u32,
+    /// Use this chain instead of starting anvil; it must fund anvil's
+    /// default dev accounts (as any anvil does).
+    #[arg(long)]
+    rpc_url: Option<String>,
+}
+
+/// anvil's well-known default dev keys (its default mnemonic), used when
+/// the chain is given with --rpc-url and so prints no keys to us.
+const ANVIL_DEV_KEYS: [&str; 4] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+
+    // The chain. Its dev accounts pay for everything: account 0 deploys,
+    // account 1 is the server's wallet, the rest are viewers.
+    let (anvil, rpc_url, dev_keys) = match &args.rpc_url {
+        Some(url) => {
+            let keys = ANVIL_DEV_KEYS.iter().map(|k| SigningKey::from_hex(k).expect("valid dev key")).collect();
+            (None, url.clone(), keys)
+        }
+        None => {
+            eprintln!("starting anvil…");
+            let options = AnvilOptions { die_with_parent_thread: true, ..Default::default() };
+            let anvil = Anvil::spawn_with(&options).context("cannot start anvil (run `npm ci` first)")?;
+            let url = anvil.endpoint().to_owned();
+            let keys = anvil.dev_keys().to_vec();
+            (Some(anvil), url, keys)
+        }
+    };
+    if dev_keys.len() < 3 {
+        bail!("the chain offers {} dev accounts; the demo needs 3", dev_keys.len());
+    }
+    let contract = deploy(connect_provider(&rpc_url, Some(&dev_keys[0]))?)
+        .await
+        .with_context(|| format!("cannot deploy the contract on {rpc_url}"))?;
+    let chain_id = EvmChain::connect(&rpc_url, None, contract).await?.chain_id();
+    eprintln!("deployed the channel contract at {}", contract.to_checksum(None));
+
+    // A fresh chain knows none of an earlier run's channels.
+    for stale in ["tollstream.sqlite", "tollstream.sqlite-wal", "tollstream.sqlite-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(stale));
+    }
+    let server_key_file = data_dir.join("server.key");
+    write_key(&server_key_file, &dev_keys[1])?;
+    let viewers = &dev_keys[2..];
+    for (index, key) in viewers.iter().enumerate() {
+        write_key(&data_dir.join(format!("viewer-{}.key", index + 1)), key)?;
+    }
+
+    prepare_video(&args, &data_dir).await?;
+
+    let listener = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let server_url = format!("http://{}", listener.local_addr()?);
+    let demo = json!({
+        "server_url": server_url,
+        "rpc_url": rpc_url,
+        "chain_id": chain_id,
+        "contract": contract.to_checksum(None),
+        "viewer_private_keys": viewers.iter().map(|k| format!("0x{}", hex(&k.to_bytes()))).collect::<Vec<_>>(),
+    });
+    std::fs::write(data_dir.join("demo.json"), serde_json::to_string_pretty(&demo)? + "\n")?;
+
+    let config = ServeConfig {
+        listen: listener.local_addr()?,
+        data_dir: data_dir.clone(),
+        media_dir: None,
+        rpc_url: rpc_url.clone(),
+        contract,
+        wallet_key_file: server_key_file,
+        window_seconds: args.window_seconds,
+        window_price: args.window_price,
+        pay_timeout: 10.0,
+        min_channel_seconds: 86_400,
+        settle_margin: 3_600,
+        settle_interval: 2.0,
+        streams: Vec::new(),
+        demo: Some(demo),
+    };
+    let state = tollstream_server::build_state(&config, CancellationToken::new()).await?;
+
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tollstream".into());
+    println!("tollstream listening on {server_url}");
+    println!();
+    println!("Tollstream demo is running.");
+    println!("  player page:  {server_url}/");
+    println!("  chain:        {rpc_url} (chain {chain_id}), contract {}", contract.to_checksum(None));
+    println!("  price:        {} wei per {} s window", args.window_price, args.window_seconds);
+    println!("  watch it:     {exe} watch {server_url} --rpc-url {rpc_url} \\");
+    println!(
+        "                  --wallet-key-file {} --minutes 1 -o - | ffplay -",
+        data_dir.join("viewer-1.key").display()
+    );
+    println!("  details:      {}", data_dir.join("demo.json").display());
+    println!("Press Ctrl-C to stop everything.");
+    std::io::stdout().flush()?;
+
+    tollstream_server::run(state, listener, super::shutdown_signal()).await?;
+    drop(anvil);
+    eprintln!("demo stopped");
+    Ok(())
+}
+
+/// Packages the demo video unless an earlier run already did with the same
+/// source and segment length.
+async fn prepare_video(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let out_dir = data_dir.join("media").join(STREAM);
+    let source = match &args.video {
+        Some(video) => video.canonicalize().with_context(|| format!("no video at {}", video.display()))?,
+        None => data_dir.join(format!("test-pattern-{}s.mp4", args.video_seconds)),
+    };
+    let marker = format!("{}\n{}\n", source.display(), args.window_seconds);
+    let marker_path = data_dir.join("media-source.txt");
+    if std::fs::read_to_string(&marker_path).ok().as_deref() == Some(marker.as_str()) && load_stream(&out_dir).is_ok() {
+        eprintln!("using the packaged video in {}", out_dir.display());
+        return Ok(());
+    }
+    if args.video.is_none() && !source.exists() {
+        eprintln!("generating a {} s test video with ffmpeg…", args.video_seconds);
+        let seconds = args.video_seconds;
+        let path = source.clone();
+        tokio::task::spawn_blocking(move || generate_with_progress(&path, seconds)).await??;
+    }
+    let options = PackageOptions {
+        input: source,
+        stream_id: STREAM.into(),
+        title: Some(match &args.video {
+            Some(video) => video.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| STREAM.into()),
+            None => "Test pattern with a clock".into(),
+        }),
+        out_dir,
+        segment_seconds: args.window_seconds,
+    };
+    let keys = KeyStore::new(data_dir.join("keys"));
+    tokio::task::spawn_blocking(move || package_with_progress(&options, &keys)).await??;
+    std::fs::write(marker_path, marker)?;
+    Ok(())
+}
+
+fn generate_with_progress(path: &Path, seconds: u32) -> Result<(), tollstream_media::MediaError> {
+    let bar = indicatif::ProgressBar::new(u64::from(seconds));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} generating [{bar:30}] {pos}/{len} s")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    let result = generate_test_video(path, seconds, &mut |progress| bar.set_position(progress.done_seconds as u64));
+    bar.finish_and_clear();
+    result
+}
+
+fn write_key(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "0x{}", hex(&key.to_bytes()))?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
