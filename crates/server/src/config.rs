@@ -69,6 +69,11 @@ pub struct ServeConfig {
     #[arg(long = "stream", env = "TOLLSTREAM_STREAMS", value_delimiter = ',', value_parser = parse_stream)]
     pub streams: Vec<(String, u64)>,
 
+    /// Commit every payment in a transaction of its own instead of grouping
+    /// concurrent payments into one commit (for comparison in benchmarks).
+    #[arg(long, env = "TOLLSTREAM_COMMIT_PER_PAYMENT")]
+    pub commit_per_payment: bool,
+
     /// Set by `tollstream demo` only: served at `/demo.json` so the player
     /// page can offer funded dev wallets. Never a flag: a real server must
     /// not hand out keys.

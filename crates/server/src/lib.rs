@@ -75,7 +75,8 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     let wallet = read_wallet_key(&config.wallet_key_file)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-    let store = SqliteStore::open(&config.data_dir.join("tollstream.sqlite")).await?;
+    let mode = if config.commit_per_payment { store::CommitMode::PerPayment } else { store::CommitMode::Group };
+    let store = SqliteStore::open_with(&config.data_dir.join("tollstream.sqlite"), mode).await?;
     let chain = EvmChain::connect(&config.rpc_url, Some(&wallet), config.contract).await?;
     let keys = KeyStore::new(config.keys_dir());
     let streams = streams::StreamCatalog::load(&config.media_dir(), &config.streams, &keys, config.window_seconds)?;

@@ -7,9 +7,10 @@
 //! what lets the server emit the window's `secret` afterwards. Rows are
 //! never deleted: a signed state is money until its close is on chain.
 
+mod group_commit;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{CommitMode, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;

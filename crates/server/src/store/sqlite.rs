@@ -1,10 +1,11 @@
 //! The SQLite store: one file in the server's data directory, WAL mode,
 //! `synchronous = FULL` so a committed payment survives a power cut.
 
+use super::group_commit::PaymentWriter;
 use super::{ChannelStatus, Store, StoreError, StoredChannel, Window};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqlitePool};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tollstream_protocol::{Amount, B256, ChannelState, PublicKey};
@@ -13,6 +14,19 @@ use tollstream_protocol::{Amount, B256, ChannelState, PublicKey};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The group-commit writer of payments; `None` commits each payment in
+    /// a transaction of its own (for comparison in benchmarks).
+    writer: Option<PaymentWriter>,
+}
+
+/// How payments are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitMode {
+    /// Concurrent payments share a transaction (the default).
+    #[default]
+    Group,
+    /// Every payment is a transaction (and an fsync) of its own.
+    PerPayment,
 }
 
 const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
@@ -23,7 +37,7 @@ const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, clien
 /// its state, so it need not be remembered.
 const STATUS_WITHOUT_CLOSE: &str = "CASE WHEN client_balance = '0' THEN 'final' ELSE 'open' END";
 
-fn db(error: sqlx::Error) -> StoreError {
+pub(super) fn db(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
@@ -42,18 +56,30 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be opened or a migration fails.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, CommitMode::Group).await
+    }
+
+    /// Like [`open`](Self::open), choosing how payments are committed.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub async fn open_with(path: &Path, mode: CommitMode) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(db)?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        let writer = match mode {
+            CommitMode::Group => Some(PaymentWriter::spawn(options.connect().await.map_err(db)?)),
+            CommitMode::PerPayment => None,
+        };
+        Ok(SqliteStore { pool, writer })
     }
 
     async fn fetch_one_where(&self, clause: &str, value: String) -> Result<Option<StoredChannel>, StoreError> {
@@ -117,6 +143,37 @@ fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
     })
 }
 
+/// The compare-and-swap that stores a payment: `next` replaces the stored
+/// state only if that is its predecessor and the channel is open.
+pub(super) async fn update_payment<'e, E: sqlx::SqliteExecutor<'e>>(
+    executor: E,
+    next: &ChannelState,
+    window: &Window,
+) -> Result<(), StoreError> {
+    let previous = next.client_sequence_number.checked_sub(1).ok_or(StoreError::Conflict)?;
+    let status = if next.is_final() { ChannelStatus::Final } else { ChannelStatus::Open };
+    let result = sqlx::query(
+        "UPDATE channels SET client_balance = ?, server_balance = ?, sequence = ?, signature = ?, \
+         window_stream = ?, window_first_segment = ?, window_segment_count = ?, status = ?, updated_at = ? \
+         WHERE channel_id = ? AND sequence = ? AND status = 'open'",
+    )
+    .bind(next.client_balance.to_string())
+    .bind(next.server_balance.to_string())
+    .bind(next.client_sequence_number as i64)
+    .bind(next.client_signature.to_string())
+    .bind(&window.stream_id)
+    .bind(window.first_segment as i64)
+    .bind(window.segment_count as i64)
+    .bind(status.as_str())
+    .bind(now_millis())
+    .bind(hex(next.channel_id.as_slice()))
+    .bind(previous as i64)
+    .execute(executor)
+    .await
+    .map_err(db)?;
+    if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_channel(
@@ -163,28 +220,10 @@ impl Store for SqliteStore {
     }
 
     async fn record_payment(&self, next: &ChannelState, window: &Window) -> Result<(), StoreError> {
-        let previous = next.client_sequence_number.checked_sub(1).ok_or(StoreError::Conflict)?;
-        let status = if next.is_final() { ChannelStatus::Final } else { ChannelStatus::Open };
-        let result = sqlx::query(
-            "UPDATE channels SET client_balance = ?, server_balance = ?, sequence = ?, signature = ?, \
-             window_stream = ?, window_first_segment = ?, window_segment_count = ?, status = ?, updated_at = ? \
-             WHERE channel_id = ? AND sequence = ? AND status = 'open'",
-        )
-        .bind(next.client_balance.to_string())
-        .bind(next.server_balance.to_string())
-        .bind(next.client_sequence_number as i64)
-        .bind(next.client_signature.to_string())
-        .bind(&window.stream_id)
-        .bind(window.first_segment as i64)
-        .bind(window.segment_count as i64)
-        .bind(status.as_str())
-        .bind(now_millis())
-        .bind(hex(next.channel_id.as_slice()))
-        .bind(previous as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        match &self.writer {
+            Some(writer) => writer.record(next, window).await,
+            None => update_payment(&self.pool, next, window).await,
+        }
     }
 
     async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError> {
@@ -450,5 +489,69 @@ mod settlement_tests {
         store.set_cursor("events", 7).await.unwrap();
         store.set_cursor("events", 9).await.unwrap();
         assert_eq!(store.cursor("events").await.unwrap(), Some(9));
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
+
+    fn opening(id: u16) -> ChannelState {
+        let key = SigningKey::from_bytes([7; 32]).unwrap();
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
+        let mut channel_id = [0u8; 32];
+        channel_id[..2].copy_from_slice(&id.to_be_bytes());
+        let mut state = ChannelState {
+            channel_id: B256::from(channel_id),
+            channel_address: domain.contract,
+            client_wallet_address: Address::repeat_byte(0xa1),
+            client_public_key: key.public_key(),
+            client_balance: Amount(U256::from(1000)),
+            server_balance: Amount::ZERO,
+            client_sequence_number: 0,
+            client_signature: Signature([0; 65]),
+        };
+        state.sign(&domain, &key);
+        state
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_payments_share_commits_and_keep_their_own_compare_and_swap() {
+        for mode in [CommitMode::Group, CommitMode::PerPayment] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open_with(&dir.path().join("t.sqlite"), mode).await.unwrap();
+            let channels: Vec<ChannelState> = (0..200).map(opening).collect();
+            for channel in &channels {
+                store.insert_channel(channel, 10_000, 9_000).await.unwrap();
+            }
+            let window = Window { stream_id: "demo".into(), first_segment: 0, segment_count: 1 };
+            // Every channel pays twice at once with the same predecessor:
+            // exactly one of each pair may win, whatever batch they share.
+            let mut tasks = tokio::task::JoinSet::new();
+            for channel in &channels {
+                for amount in [100u64, 200] {
+                    let (store, next, window) =
+                        (store.clone(), channel.pay(Amount::from(amount)).unwrap(), window.clone());
+                    tasks.spawn(async move { (next.channel_id, store.record_payment(&next, &window).await) });
+                }
+            }
+            let mut wins = std::collections::HashMap::new();
+            while let Some(joined) = tasks.join_next().await {
+                let (id, result) = joined.unwrap();
+                match result {
+                    Ok(()) => *wins.entry(id).or_insert(0) += 1,
+                    Err(StoreError::Conflict) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            assert_eq!(wins.len(), 200, "{mode:?}");
+            assert!(wins.values().all(|&n| n == 1), "{mode:?}");
+            for channel in &channels {
+                let stored = store.channel(&channel.channel_id).await.unwrap().unwrap();
+                assert_eq!(stored.state.client_sequence_number, 1);
+                assert_eq!(stored.state.deposit(), channel.deposit());
+            }
+        }
     }
 }
