@@ -7,6 +7,7 @@ use crate::store::Store;
 use crate::streams::StreamCatalog;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,18 +98,21 @@ impl AppState {
 }
 
 /// The chain's clock, read at most every few seconds: expiry checks run on
-/// every `latestState` and `play`, and an RPC round trip for each would put
-/// the node on the hot path.
+/// every `latestState`, `play` and `pay`, and an RPC round trip for each
+/// would put the node on the hot path. Only one caller at a time refreshes
+/// it; the others extrapolate the last reading meanwhile, so thousands of
+/// sessions never stampede the node together.
 pub struct ChainClock {
     chain: Arc<dyn Chain>,
     last: Mutex<Option<(u64, Instant)>>,
+    refreshing: AtomicBool,
 }
 
 impl ChainClock {
     const REFRESH: Duration = Duration::from_secs(2);
 
     fn new(chain: Arc<dyn Chain>) -> Self {
-        ChainClock { chain, last: Mutex::new(None) }
+        ChainClock { chain, last: Mutex::new(None), refreshing: AtomicBool::new(false) }
     }
 
     /// The chain's current time in unix seconds: the last reading plus the
@@ -118,18 +122,24 @@ impl ChainClock {
     /// When the chain cannot be read and there is no earlier reading.
     pub async fn now(&self) -> Result<u64, ChainError> {
         let cached = *self.last.lock().expect("clock lock");
-        if let Some((chain_time, at)) = cached
-            && at.elapsed() < Self::REFRESH
-        {
-            return Ok(chain_time + at.elapsed().as_secs());
+        let extrapolated = cached.map(|(chain_time, at)| chain_time + at.elapsed().as_secs());
+        let fresh = cached.is_some_and(|(_, at)| at.elapsed() < Self::REFRESH);
+        if fresh {
+            return Ok(extrapolated.expect("fresh implies a reading"));
         }
-        match self.chain.now().await {
+        if extrapolated.is_some() && self.refreshing.swap(true, Ordering::AcqRel) {
+            // Someone else is reading the chain right now.
+            return Ok(extrapolated.expect("checked"));
+        }
+        let result = self.chain.now().await;
+        self.refreshing.store(false, Ordering::Release);
+        match result {
             Ok(chain_time) => {
                 *self.last.lock().expect("clock lock") = Some((chain_time, Instant::now()));
                 Ok(chain_time)
             }
             // A stale reading advanced by local time beats failing.
-            Err(error) => cached.map(|(t, at)| t + at.elapsed().as_secs()).ok_or(error),
+            Err(error) => extrapolated.ok_or(error),
         }
     }
 }
