@@ -42,11 +42,16 @@ pub struct Opened {
 pub async fn open_channel(rpc_url: &str, wallet: &SigningKey, request: &OpenRequest) -> Result<Opened, ChainError> {
     let provider = connect_provider(rpc_url, Some(wallet))?;
     let registry = TollstreamChannels::new(request.contract, provider);
-    let receipt = registry
-        .open(request.payee, request.signer, request.expires_at, request.salt)
-        .value(request.deposit)
-        .send()
-        .await
+    let call = registry.open(request.payee, request.signer, request.expires_at, request.salt).value(request.deposit);
+    let tx = mined(call.send().await).await?;
+    Ok(Opened { channel_id: channel_id(wallet.address(), request.payee, request.salt), tx })
+}
+
+/// Waits for a sent transaction to be mined and checks that it succeeded.
+async fn mined(
+    sent: Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, alloy::contract::Error>,
+) -> Result<TxHash, ChainError> {
+    let receipt = sent
         .map_err(ChainError::from_contract)?
         .get_receipt()
         .await
@@ -54,7 +59,7 @@ pub async fn open_channel(rpc_url: &str, wallet: &SigningKey, request: &OpenRequ
     if !receipt.status() {
         return Err(ChainError::TransactionFailed(receipt.transaction_hash));
     }
-    Ok(Opened { channel_id: channel_id(wallet.address(), request.payee, request.salt), tx: receipt.transaction_hash })
+    Ok(receipt.transaction_hash)
 }
 
 /// Every channel `client` opened on the registry at `contract`, oldest
@@ -95,16 +100,5 @@ pub async fn refund_channel(
     id: B256,
 ) -> Result<TxHash, ChainError> {
     let registry = TollstreamChannels::new(contract, connect_provider(rpc_url, Some(wallet))?);
-    let receipt = registry
-        .refund(id)
-        .send()
-        .await
-        .map_err(ChainError::from_contract)?
-        .get_receipt()
-        .await
-        .map_err(|e| ChainError::Unavailable(e.to_string()))?;
-    if !receipt.status() {
-        return Err(ChainError::TransactionFailed(receipt.transaction_hash));
-    }
-    Ok(receipt.transaction_hash)
+    mined(registry.refund(id).send().await).await
 }

@@ -3,11 +3,12 @@
 
 use std::process::Command;
 
-#[test]
-fn the_contract_artifact_is_fresh() {
+/// Runs `node SCRIPT --check` from the repository root and fails with its
+/// output unless it succeeds.
+fn check_fresh(script: &str) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let output = Command::new("node")
-        .args(["contracts/build.mjs", "--check"])
+        .args([script, "--check"])
         .current_dir(root)
         .output()
         .expect("node runs (install Node.js and run `npm ci`)");
@@ -19,21 +20,15 @@ fn the_contract_artifact_is_fresh() {
     );
 }
 
+#[test]
+fn the_contract_artifact_is_fresh() {
+    check_fresh("contracts/build.mjs");
+}
+
 /// The committed EIP-712 vectors are what viem computes today, so the Rust
 /// checks in `tollstream-protocol` compare against a live independent
 /// implementation, not a stale file.
 #[test]
 fn the_eip712_vectors_are_what_viem_computes() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let output = Command::new("node")
-        .args(["tests/js/make-vectors.mjs", "--check"])
-        .current_dir(root)
-        .output()
-        .expect("node runs (install Node.js and run `npm ci`)");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    check_fresh("tests/js/make-vectors.mjs");
 }

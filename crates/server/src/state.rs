@@ -123,13 +123,17 @@ impl ChainClock {
     pub async fn now(&self) -> Result<u64, ChainError> {
         let cached = *self.last.lock().expect("clock lock");
         let extrapolated = cached.map(|(chain_time, at)| chain_time + at.elapsed().as_secs());
-        let fresh = cached.is_some_and(|(_, at)| at.elapsed() < Self::REFRESH);
-        if fresh {
-            return Ok(extrapolated.expect("fresh implies a reading"));
+        if let Some((_, at)) = cached
+            && at.elapsed() < Self::REFRESH
+            && let Some(now) = extrapolated
+        {
+            return Ok(now);
         }
-        if extrapolated.is_some() && self.refreshing.swap(true, Ordering::AcqRel) {
-            // Someone else is reading the chain right now.
-            return Ok(extrapolated.expect("checked"));
+        // Someone else is reading the chain right now: use the estimate.
+        if let Some(now) = extrapolated
+            && self.refreshing.swap(true, Ordering::AcqRel)
+        {
+            return Ok(now);
         }
         let result = self.chain.now().await;
         self.refreshing.store(false, Ordering::Release);

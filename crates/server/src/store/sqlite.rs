@@ -321,20 +321,25 @@ mod tests {
     use super::*;
     use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
 
-    fn opening(key: &SigningKey, id: u8, windows: u64) -> ChannelState {
+    /// A signed opening state of channel `id` holding `deposit`.
+    pub(super) fn signed_opening(key: &SigningKey, id: B256, deposit: u64) -> ChannelState {
         let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
         let mut state = ChannelState {
-            channel_id: B256::repeat_byte(id),
+            channel_id: id,
             channel_address: domain.contract,
             client_wallet_address: Address::repeat_byte(0xa1),
             client_public_key: key.public_key(),
-            client_balance: Amount(U256::from(100 * windows)),
+            client_balance: Amount(U256::from(deposit)),
             server_balance: Amount::ZERO,
             client_sequence_number: 0,
             client_signature: Signature([0; 65]),
         };
         state.sign(&domain, key);
         state
+    }
+
+    fn opening(key: &SigningKey, id: u8, windows: u64) -> ChannelState {
+        signed_opening(key, B256::repeat_byte(id), 100 * windows)
     }
 
     fn window(first: u64) -> Window {
@@ -417,23 +422,10 @@ mod tests {
 #[cfg(test)]
 mod settlement_tests {
     use super::*;
-    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
+    use tollstream_protocol::SigningKey;
 
     fn opening(id: u8, windows: u64) -> ChannelState {
-        let key = SigningKey::from_bytes([id; 32]).unwrap();
-        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
-        let mut state = ChannelState {
-            channel_id: B256::repeat_byte(id),
-            channel_address: domain.contract,
-            client_wallet_address: Address::repeat_byte(0xa1),
-            client_public_key: key.public_key(),
-            client_balance: Amount(U256::from(100 * windows)),
-            server_balance: Amount::ZERO,
-            client_sequence_number: 0,
-            client_signature: Signature([0; 65]),
-        };
-        state.sign(&domain, &key);
-        state
+        super::tests::signed_opening(&SigningKey::from_bytes([id; 32]).unwrap(), B256::repeat_byte(id), 100 * windows)
     }
 
     fn window() -> Window {
@@ -495,25 +487,12 @@ mod settlement_tests {
 #[cfg(test)]
 mod group_commit_tests {
     use super::*;
-    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
+    use tollstream_protocol::SigningKey;
 
     fn opening(id: u16) -> ChannelState {
-        let key = SigningKey::from_bytes([7; 32]).unwrap();
-        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
         let mut channel_id = [0u8; 32];
         channel_id[..2].copy_from_slice(&id.to_be_bytes());
-        let mut state = ChannelState {
-            channel_id: B256::from(channel_id),
-            channel_address: domain.contract,
-            client_wallet_address: Address::repeat_byte(0xa1),
-            client_public_key: key.public_key(),
-            client_balance: Amount(U256::from(1000)),
-            server_balance: Amount::ZERO,
-            client_sequence_number: 0,
-            client_signature: Signature([0; 65]),
-        };
-        state.sign(&domain, &key);
-        state
+        super::tests::signed_opening(&SigningKey::from_bytes([7; 32]).unwrap(), B256::from(channel_id), 1000)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
