@@ -36,6 +36,8 @@ enum Command {
     /// A viewer's channels on chain: status, refund after expiry.
     #[command(subcommand)]
     Channel(commands::channel::ChannelCommand),
+    /// Load-test a server: many viewers playing and paying at once.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             Command::Channels(args) => commands::channels::list(args).await,
             Command::Settle(args) => commands::channels::settle(args).await,
             Command::Channel(command) => commands::channel::run(command).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     });
     match result {

@@ -124,6 +124,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settle_margin: 3_600,
         settle_interval: 2.0,
         streams: Vec::new(),
+        commit_per_payment: false,
         demo: Some(demo),
     };
     let state = tollstream_server::build_state(&config, CancellationToken::new()).await?;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod channel;
 pub mod channels;
 pub mod demo;

@@ -126,6 +126,11 @@ impl ServerProcess {
         ServerProcess { child, url, data_dir, command, _dir: Some(dir) }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush beyond what was committed.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

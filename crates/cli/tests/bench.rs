@@ -1,0 +1,194 @@
+//! `tollstream bench` end to end, small: a real anvil, a real `tollstream
+//! serve`, and the bench binary as a child process. The point is that every
+//! payment completes exactly once and none is lost, on the bench's side
+//! (one secret per sequence) and on the server's (the stored state); speed
+//! is not asserted.
+
+mod common;
+
+use common::{ETH, PRICE, ServerOptions, ServerProcess, TestChain, hex};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+use tollstream_protocol::{Amount, SigningKey, U256};
+use tollstream_server::store::{ChannelStatus, Store};
+
+fn write_key(dir: &Path, key: &SigningKey) -> String {
+    let path = dir.join("bench.key");
+    std::fs::write(&path, format!("0x{}\n", hex(&key.to_bytes()))).unwrap();
+    path.display().to_string()
+}
+
+/// Runs `tollstream bench ARGS --json --per-viewer` and returns the report.
+async fn bench(args: &[String], server: &ServerProcess) -> Value {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollstream"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--per-viewer"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the bench finishes within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}\n{stdout}\nserver log:\n{}", server.log());
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+fn common_args(server: &ServerProcess, chain: &TestChain, key_file: &str) -> Vec<String> {
+    [
+        "--server",
+        &server.url,
+        "--rpc-url",
+        &chain.rpc,
+        "--wallet-key-file",
+        key_file,
+        "--ramp-seconds",
+        "1",
+        "--duration",
+        "60",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Checks the bench's exactly-once data and returns the channel ids.
+fn assert_exactly_once(report: &Value, viewers: u64, windows: u64) -> BTreeSet<String> {
+    let expected = viewers * windows;
+    assert_eq!(report["viewers_connected"], viewers, "{report:#}");
+    assert_eq!(report["viewers_playing"], viewers, "{report:#}");
+    assert_eq!(report["viewers_completed"], viewers, "{report:#}");
+    assert_eq!(report["payments"]["expected"], expected);
+    assert_eq!(report["payments"]["acknowledged"], expected, "{report:#}");
+    assert_eq!(report["payments"]["answered"], expected, "{report:#}");
+    assert_eq!(report["payments"]["duplicate_secrets"], 0);
+    assert_eq!(report["payments"]["unsolicited_secrets"], 0);
+    assert_eq!(report["exactly_once"], true);
+    assert_eq!(report["errors"], serde_json::json!({}), "no error code: {report:#}");
+    assert_eq!(report["client_failures"], serde_json::json!({}), "{report:#}");
+    assert_eq!(report["latency_ms"]["count"], expected);
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() <= report["latency_ms"]["max"].as_f64().unwrap());
+    assert!(report["throughput"]["steady_payments_per_second"].as_f64().unwrap() > 0.0);
+
+    let per_viewer = report["per_viewer"].as_array().expect("per-viewer data");
+    assert_eq!(per_viewer.len() as u64, viewers);
+    let once: Vec<Value> = (0..windows).map(|_| Value::from(1)).collect();
+    let mut ids = BTreeSet::new();
+    for viewer in per_viewer {
+        assert_eq!(viewer["highest_acknowledged"], windows, "{viewer}");
+        assert_eq!(viewer["secrets_per_sequence"], Value::Array(once.clone()), "one secret per sequence: {viewer}");
+        assert_eq!(viewer["answered"], windows, "{viewer}");
+        assert!(ids.insert(viewer["channel_id"].as_str().unwrap().to_owned()), "channels are distinct");
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_viewers_pay_five_windows_each_exactly_once() {
+    const VIEWERS: u64 = 200;
+    const WINDOWS: u64 = 5;
+    let chain = TestChain::new().await;
+    let options = ServerOptions {
+        window_seconds: 0.2,
+        // A loaded 2-core machine must not turn slowness into lost payments.
+        pay_timeout: 30.0,
+        streams: "bench=100000".into(),
+        ..Default::default()
+    };
+    let server = ServerProcess::start(&chain, &options);
+    let pid = server.pid();
+    let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &wallet);
+
+    let mut args = common_args(&server, &chain, &key_file);
+    args.extend(["--viewers", "200", "--windows", "5", "--server-pid", &pid.to_string()].map(str::to_owned));
+    let report = bench(&args, &server).await;
+
+    let ids = assert_exactly_once(&report, VIEWERS, WINDOWS);
+    assert_eq!(report["stream"], "bench");
+    assert_eq!(report["last_payment_final"], true);
+    let process = &report["server_process"];
+    assert_eq!(process["pid"], pid);
+    assert!(process["cpu_seconds"].as_f64().unwrap() > 0.0, "{process}");
+    assert!(process["peak_rss_bytes"].as_u64().unwrap() > 0, "{process}");
+
+    // Nothing acknowledged was lost: the server stored every final state.
+    let stored = server.store().await.list().await.unwrap();
+    let stored_ids: BTreeSet<String> = stored.iter().map(|c| format!("{:#x}", c.state.channel_id)).collect();
+    assert_eq!(stored_ids, ids, "the server holds exactly the bench's channels");
+    for channel in &stored {
+        assert_eq!(channel.state.client_sequence_number, WINDOWS, "{channel:?}");
+        assert_eq!(channel.state.server_balance, Amount::from(WINDOWS * PRICE));
+        assert_eq!(channel.state.client_balance, Amount::ZERO);
+        assert_eq!(channel.state.client_wallet_address, wallet.address());
+        assert_ne!(channel.status, ChannelStatus::Open, "a spent channel is final or settled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_spare_windows_channels_stay_open_after_the_last_payment() {
+    const VIEWERS: u64 = 40;
+    const WINDOWS: u64 = 3;
+    let chain = TestChain::new().await;
+    let options = ServerOptions { pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
+    let server = ServerProcess::start(&chain, &options);
+    let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &wallet);
+
+    let mut args = common_args(&server, &chain, &key_file);
+    args.extend(["--viewers", "40", "--windows", "3", "--spare-windows", "2", "--check"].map(str::to_owned));
+    let report = bench(&args, &server).await;
+
+    let ids = assert_exactly_once(&report, VIEWERS, WINDOWS);
+    assert_eq!(report["last_payment_final"], false);
+    assert_eq!(report["server_process"], Value::Null, "no --server-pid, no server figures");
+
+    let stored = server.store().await.list().await.unwrap();
+    assert_eq!(stored.len() as u64, VIEWERS);
+    for channel in &stored {
+        assert!(ids.contains(&format!("{:#x}", channel.state.channel_id)));
+        assert_eq!(channel.state.client_sequence_number, WINDOWS, "no payment past the planned ones");
+        assert_eq!(channel.state.server_balance, Amount::from(WINDOWS * PRICE));
+        assert_eq!(channel.state.client_balance, Amount::from(2 * PRICE));
+        assert_eq!(channel.status, ChannelStatus::Open);
+    }
+}
+
+#[test]
+fn help_lists_every_option() {
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollstream")).args(["bench", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--server",
+        "--rpc-url",
+        "--wallet-key-file",
+        "--viewers",
+        "--windows",
+        "--spare-windows",
+        "--stream",
+        "--ramp-seconds",
+        "--duration",
+        "--connect-concurrency",
+        "--wave",
+        "--server-pid",
+        "--server-cpu",
+        "--client-cpu",
+        "--json",
+        "--per-viewer",
+        "--check",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
