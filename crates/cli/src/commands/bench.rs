@@ -186,7 +186,7 @@ fn non_negative_seconds(text: &str) -> Result<f64, String> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let files = system::raise_open_files_limit();
+    let files = super::raise_open_files_limit();
     if args.viewers + 64 > files {
         bail!(
             "the open-files limit is {files}, too low for {} viewers (one socket each); raise it (ulimit -n)",

@@ -39,3 +39,23 @@ pub async fn shutdown_signal() {
         _ = terminate => {}
     }
 }
+
+/// Raises the soft open-files limit to the hard limit and returns it: a
+/// server or a load generator holds one socket per viewer, and the usual
+/// soft limit of 1024 would cap it there.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        limit.rlim_cur
+    }
+}

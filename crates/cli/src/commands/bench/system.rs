@@ -130,25 +130,6 @@ fn pin_threads(proc_dir: &std::path::Path, cpu: usize) -> anyhow::Result<usize> 
     Ok(pinned)
 }
 
-/// Raises the soft open-files limit to the hard limit; returns the new soft
-/// limit. Every viewer holds one socket.
-pub fn raise_open_files_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-        limit.rlim_cur
-    }
-}
-
 /// The bench's own CPU time (user + system, all threads) and peak RSS.
 #[derive(Debug, Clone, Copy)]
 pub struct SelfUsage {
