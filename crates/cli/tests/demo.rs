@@ -3,53 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use common::Demo;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use tollstream_server::store::{SqliteStore, Store};
 
-/// `tollstream demo` as a child process; stopped with SIGTERM when dropped.
-struct Demo {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Demo {
-    fn start() -> Demo {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollstream"))
-            .args(["demo", "--port", "0", "--video-seconds", "12", "--window-seconds", "2", "--data-dir"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep reading: the demo prints more, and a closed pipe would kill it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = line.trim().strip_prefix("tollstream listening on ").expect("the demo starts").to_owned();
-        Demo { child, url, dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn demo_json(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.path("demo.json")).unwrap()).unwrap()
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
+/// A short video cut in 2 s windows: quick to generate and to watch.
+const DEMO: &[&str] = &["--video-seconds", "12", "--window-seconds", "2"];
 
 /// What ffprobe sees in a file: (codec types, duration in seconds).
 fn probe(path: &Path) -> (Vec<String>, Option<f64>) {
@@ -73,7 +33,7 @@ async fn get(url: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn watch_pays_three_windows_and_writes_video_that_decodes() {
-    let demo = Demo::start();
+    let demo = Demo::start(DEMO);
     let info = demo.demo_json();
     assert_eq!(info["server_url"], demo.url);
     assert!(!info["viewer_private_keys"].as_array().unwrap().is_empty());
@@ -112,7 +72,7 @@ async fn watch_pays_three_windows_and_writes_video_that_decodes() {
 
 #[tokio::test]
 async fn segments_fetched_without_paying_decode_to_nothing() {
-    let demo = Demo::start();
+    let demo = Demo::start(DEMO);
     let playlist = get(&format!("{}/streams/demo/index.m3u8", demo.url)).await.text().await.unwrap();
     let mut all = Vec::new();
     for name in playlist.lines().filter(|l| l.ends_with(".ts")) {
@@ -129,7 +89,7 @@ async fn segments_fetched_without_paying_decode_to_nothing() {
 
 #[tokio::test]
 async fn media_is_served_with_types_caching_and_ranges_and_nothing_else_is_reachable() {
-    let demo = Demo::start();
+    let demo = Demo::start(DEMO);
     let base = &demo.url;
     let playlist = get(&format!("{base}/streams/demo/index.m3u8")).await;
     assert_eq!(playlist.status(), 200);

@@ -226,3 +226,51 @@ pub fn hex(bytes: &[u8]) -> String {
 pub async fn within<T>(seconds: u64, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(seconds), future).await.expect("timed out")
 }
+
+/// `tollstream demo` as a child process; stopped with SIGTERM when dropped.
+pub struct Demo {
+    child: Child,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Starts a demo on a free port in a fresh data directory, with `args`
+    /// (e.g. the video's length and the window's).
+    pub fn start(args: &[&str]) -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollstream"))
+            .args(["demo", "--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // Keep reading: the demo prints more, and a closed pipe would kill it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let url = line.trim().strip_prefix("tollstream listening on ").expect("the demo starts").to_owned();
+        Demo { child, url, dir }
+    }
+
+    /// A file in the demo's data directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The `demo.json` it wrote.
+    pub fn demo_json(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path("demo.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,6 +1,7 @@
 //! Plain HTTP routes beside Socket.IO.
 
 mod media;
+mod player;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -15,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/demo.json", get(demo))
         .route("/streams/{stream}/{file}", get(media::serve))
+        .merge(player::routes())
 }
 
 /// Liveness: the process answers, and how many clients are streaming.

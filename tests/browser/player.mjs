@@ -1,0 +1,383 @@
+// The player page in a real browser: headless Chromium (Debian's
+// /usr/bin/chromium, driven by playwright-core; no browser is downloaded)
+// against a running `tollstream demo` server.
+//
+// As a viewer would, it: picks the demo wallet, buys 1 minute, presses
+// play, and watches. It checks that
+//   - frames decode (videoWidth/videoHeight > 0, currentTime advances) past
+//     two windows, and the page's shown balance is the deposit less exactly
+//     the payments made (deposit − payments × window_price);
+//   - after a reload the channel resumes at the server's stored sequence
+//     number, payments continue at sequence + 1, and no segment is paid twice;
+//   - played to the end of the purchase, the page says the time is used up,
+//     and the server's `latestState` for the page's key is null;
+//   - the page loads nothing from any host but the server (and talks to
+//     nothing but the server and the demo's chain node).
+// Screenshots of the playing page and of the used-up page go to
+// <out>/player-playing.png and <out>/player-spent.png.
+//
+// Usage:
+//   node tests/browser/player.mjs --server http://127.0.0.1:PORT --out DIR \
+//     [--timeout 300] [--chromium /usr/bin/chromium] [--console]
+//
+// --console prints the page's console at the end (it is always printed on
+// failure).
+//
+// The demo server should sell windows of a few seconds (e.g. `tollstream
+// demo --window-seconds 6`): the run lasts about one minute of stream.
+// Progress goes to stderr. Exit 0 on success, 1 with a message otherwise;
+// the last stdout line is a JSON summary.
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+import { io } from 'socket.io-client';
+import { parseEther } from 'viem';
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+class TestFailure extends Error {}
+
+function fail(message) {
+  throw new TestFailure(message);
+}
+
+function check(condition, message) {
+  if (!condition) fail(message);
+}
+
+let step = 'starting';
+/** What the page logged, for diagnosis. */
+const pageConsole = [];
+const started = Date.now();
+
+function log(message) {
+  const t = ((Date.now() - started) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`player-test ${t}s: ${message}\n`);
+}
+
+function parseCommandLine() {
+  const { values } = parseArgs({
+    options: {
+      server: { type: 'string' },
+      out: { type: 'string' },
+      timeout: { type: 'string', default: '300' },
+      chromium: { type: 'string', default: '/usr/bin/chromium' },
+      console: { type: 'boolean', default: false },
+    },
+  });
+  check(values.server, '--server URL is required (a running `tollstream demo`)');
+  check(values.out, '--out DIR is required (where the screenshot goes)');
+  const timeout = Number(values.timeout);
+  check(Number.isFinite(timeout) && timeout > 0, '--timeout must be a positive number of seconds');
+  return {
+    server: new URL(values.server).origin,
+    out: resolve(values.out),
+    timeoutMs: timeout * 1000,
+    chromium: values.chromium,
+    console: values.console,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Reading the page.
+// ---------------------------------------------------------------------------
+
+/**
+ * One consistent reading of the page: the test hook, the visible meter and
+ * the video element, taken in one task of the page so they agree.
+ */
+function readPage(page) {
+  return page.evaluate(() => {
+    const video = document.getElementById('video');
+    const text = (id) => document.getElementById(id)?.textContent ?? '';
+    return {
+      hook: window.tollstream?.state ?? null,
+      shown: {
+        balance: text('balance'),
+        payments: text('payments'),
+        timeLeft: text('time-left'),
+        status: text('status'),
+        message: text('message'),
+      },
+      video: {
+        currentTime: video.currentTime,
+        videoWidth: video.videoWidth,
+        videoHeight: video.videoHeight,
+        paused: video.paused,
+        readyState: video.readyState,
+      },
+      localStorage: Object.fromEntries(Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)])),
+    };
+  });
+}
+
+/** Polls `readPage` until `predicate(reading)` holds; fails after `ms`. */
+async function waitFor(page, what, predicate, ms) {
+  step = `waiting for ${what}`;
+  const deadline = Date.now() + ms;
+  let reading;
+  for (;;) {
+    reading = await readPage(page);
+    if (reading.hook?.lastError && !['disconnected', 'stream_ended'].includes(reading.hook.lastError)) {
+      fail(`the page shows error ${reading.hook.lastError}: "${reading.shown.message}"`);
+    }
+    if (predicate(reading)) return reading;
+    if (Date.now() > deadline) {
+      fail(`${what} did not happen within ${ms / 1000} s; the page: ${JSON.stringify(summaryOf(reading))}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function summaryOf(reading) {
+  const { hook, shown, video } = reading;
+  return {
+    status: hook?.status,
+    sequence: hook?.sequence,
+    clientBalance: hook?.clientBalance,
+    lastError: hook?.lastError,
+    shown,
+    video,
+  };
+}
+
+/** `0.0009 ETH` → wei. */
+function shownWei(text) {
+  const match = /^([0-9]+(?:\.[0-9]+)?) ETH$/.exec(text.trim());
+  check(match, `the shown balance ${JSON.stringify(text)} is not an ETH amount`);
+  return parseEther(match[1]);
+}
+
+/**
+ * The page's balance, as shown and in the hook, is the deposit less exactly
+ * `payments` windows.
+ */
+function checkBalance(reading, deposit, price, what) {
+  const { hook, shown } = reading;
+  const payments = hook.payments;
+  const expected = deposit - BigInt(payments) * price;
+  check(hook.clientBalance === expected.toString(),
+    `${what}: the hook's balance ${hook.clientBalance} is not deposit ${deposit} − ${payments} × ${price} = ${expected}`);
+  check(shownWei(shown.balance) === expected,
+    `${what}: the page shows a balance of ${shown.balance}, expected ${expected} wei after ${payments} payments`);
+  check(shown.payments === String(payments), `${what}: the page shows ${shown.payments} payments, the hook ${payments}`);
+  return expected;
+}
+
+/** The server's `latestState` for `clientPublicKey`, asked from Node. */
+async function latestState(server, clientPublicKey) {
+  const socket = io(server, { transports: ['websocket'], reconnection: false });
+  try {
+    await new Promise((ok, ko) => {
+      socket.once('connect', ok);
+      socket.once('connect_error', ko);
+    });
+    return await socket.timeout(10_000).emitWithAck('latestState', { client_public_key: clientPublicKey });
+  } finally {
+    socket.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The run.
+// ---------------------------------------------------------------------------
+
+async function run(options, context) {
+  const page = context.pages()[0] ?? await context.newPage();
+  page.on('console', (message) => pageConsole.push(`[${message.type()}] ${message.text()}`));
+  page.on('pageerror', (error) => pageConsole.push(`[pageerror] ${error.message}`));
+
+  // Every request the page makes: only the server's origin, and the demo's
+  // chain node for JSON-RPC, may be reached.
+  const requests = [];
+  // Stalls (the video's \`waiting\` events), for the summary: keys arrive
+  // as they are paid for, so this shows whether payment keeps up.
+  await page.addInitScript(() => {
+    window.__stalls = 0;
+    document.addEventListener('waiting', () => { window.__stalls += 1; }, true);
+  });
+  page.on('request', (request) => requests.push(request.url()));
+
+  step = 'opening the page';
+  log(`opening ${options.server}/`);
+  const response = await page.goto(`${options.server}/`);
+  check(response?.ok(), `GET / answered ${response?.status()}`);
+  const demo = await (await fetch(`${options.server}/demo.json`)).json();
+  const allowedOrigins = new Set([options.server, new URL(demo.rpc_url).origin]);
+
+  step = 'choosing the demo wallet';
+  await page.locator('#use-demo-wallet').click({ timeout: 20_000 });
+  await waitFor(page, 'the demo wallet', (r) => Boolean(r.hook?.wallet), 20_000);
+  const first = await waitFor(page, 'the server information', (r) => r.hook?.windowPrice !== null && r.hook?.streamId, 20_000);
+  const price = BigInt(first.hook.windowPrice);
+  const windowSeconds = first.hook.windowSeconds;
+  check(first.hook.sequence === null, `a fresh browser already has a channel at sequence ${first.hook.sequence}`);
+  const windows = Math.ceil(60 / windowSeconds - 1e-9);
+  const deposit = BigInt(windows) * price;
+  log(`server: ${price} wei per ${windowSeconds} s window; 1 minute = ${windows} windows = ${deposit} wei`);
+  check(windows >= 4, `the server's windows are ${windowSeconds} s; the test needs at least 4 in a minute`);
+
+  step = 'buying 1 minute';
+  await page.locator('button.buy-option[data-seconds="60"]').click();
+  const bought = await waitFor(page, 'the purchase', (r) => r.hook?.clientBalance === deposit.toString() && r.hook.status === 'ready', 60_000);
+  checkBalance(bought, deposit, price, 'after buying');
+  log(`bought channel ${bought.hook.channelId}; the page shows ${bought.shown.balance}`);
+
+  step = 'playing';
+  await page.locator('#play').click();
+  const twoWindows = 2 * windowSeconds;
+  const playing = await waitFor(page, `playback past two windows (${twoWindows} s)`,
+    (r) => r.video.currentTime > twoWindows + 0.5, 30_000 + 3 * twoWindows * 1000);
+  check(playing.video.videoWidth > 0 && playing.video.videoHeight > 0,
+    `no decoded frames: the video is ${playing.video.videoWidth}×${playing.video.videoHeight}`);
+  await new Promise((r) => setTimeout(r, 1000));
+  const later = await readPage(page);
+  check(later.video.currentTime > playing.video.currentTime,
+    `currentTime does not advance: ${playing.video.currentTime} then ${later.video.currentTime}`);
+  check(later.hook.status === 'streaming', `the page is ${later.hook.status} while playing, not streaming`);
+  checkBalance(later, deposit, price, 'while playing');
+  check(later.hook.payments >= 2, `only ${later.hook.payments} payments after two windows of playback`);
+  log(`playing at ${later.video.currentTime.toFixed(1)} s, ${later.video.videoWidth}×${later.video.videoHeight}, ` +
+    `${later.hook.payments} payments, the page shows ${later.shown.balance}`);
+  mkdirSync(options.out, { recursive: true });
+  const screenshot = join(options.out, 'player-playing.png');
+  await page.screenshot({ path: screenshot });
+
+  // Reload mid-stream, as a viewer pressing F5 would.
+  step = 'reloading';
+  const beforeReload = await readPage(page);
+  const paidBefore = beforeReload.hook.paid;
+  const positionBefore = beforeReload.video.currentTime;
+  log(`reloading at ${positionBefore.toFixed(1)} s after ${beforeReload.hook.payments} payments`);
+  await page.reload();
+  const resumed = await waitFor(page, 'the channel after the reload',
+    (r) => r.hook?.sequence !== null && r.hook?.sequence !== undefined && r.hook.status !== 'connecting', 20_000);
+  // The stored sequence is the page's last one, or one more if a payment
+  // was in flight when the page went away.
+  const stored = await latestState(options.server, resumed.hook.clientPublicKey);
+  check(stored !== null, 'latestState is null after the reload, with time left');
+  check(resumed.hook.sequence === stored.client_sequence_number,
+    `after the reload the page is at sequence ${resumed.hook.sequence}, the server at ${stored.client_sequence_number}`);
+  check(resumed.hook.sequence >= beforeReload.hook.sequence && resumed.hook.sequence <= beforeReload.hook.sequence + 1,
+    `after the reload the page is at sequence ${resumed.hook.sequence}; before it was ${beforeReload.hook.sequence}`);
+  check(resumed.hook.channelId === beforeReload.hook.channelId, 'the reload lost the channel');
+  checkBalance(resumed, deposit, price, 'after the reload');
+  const resumedAt = resumed.hook.sequence;
+  log(`resumed channel at sequence ${resumedAt}, the page shows ${resumed.shown.balance}`);
+
+  step = 'playing after the reload';
+  await page.locator('#play').click();
+  const continuing = await waitFor(page, 'a payment after the reload', (r) => r.hook.paid.length > 0, 30_000);
+  check(continuing.hook.paid[0].sequence === resumedAt + 1,
+    `the first payment after the reload is sequence ${continuing.hook.paid[0].sequence}, not ${resumedAt + 1}`);
+  check(continuing.video.currentTime >= positionBefore - windowSeconds - 1,
+    `playback restarted at ${continuing.video.currentTime.toFixed(1)} s, not near ${positionBefore.toFixed(1)} s`);
+
+  // Pausing stops paying: no `pay` is answered while paused.
+  step = 'pausing';
+  await page.locator('#pause').click();
+  const paused = await waitFor(page, 'the paused state', (r) => r.hook.status === 'paused' && !r.hook.streaming, 10_000);
+  await new Promise((r) => setTimeout(r, (2 * windowSeconds + 1) * 1000));
+  const stillPaused = await readPage(page);
+  check(stillPaused.hook.sequence === paused.hook.sequence,
+    `payments went on while paused: sequence ${paused.hook.sequence} then ${stillPaused.hook.sequence}`);
+  check(/paused/i.test(stillPaused.shown.status), `the page's status reads "${stillPaused.shown.status}" while paused`);
+  checkBalance(stillPaused, deposit, price, 'while paused');
+  log(`paused for ${2 * windowSeconds + 1} s at sequence ${paused.hook.sequence}: no payment`);
+  await page.locator('#play').click();
+
+  step = 'playing until the time is used up';
+  const spent = await waitFor(page, 'the used-up state', (r) => r.hook.status === 'spent',
+    (windows + 4) * windowSeconds * 1000 + 30_000);
+  check(/used up/i.test(spent.shown.status), `the page's status reads "${spent.shown.status}", not that the time is used up`);
+  check(spent.hook.clientBalance === null, 'the page still holds a channel after its final secret');
+  check(shownWei(spent.shown.balance) === 0n, `the page shows a balance of ${spent.shown.balance} when spent`);
+  check(spent.video.videoWidth > 0, 'no picture at the end');
+  await page.screenshot({ path: join(options.out, 'player-spent.png') });
+  const buyAgain = await page.locator('button.buy-option').count();
+  check(buyAgain > 0, 'the used-up page offers no purchase');
+
+  // Every window of the channel paid exactly once, in order.
+  const paid = [...paidBefore, ...spent.hook.paid];
+  const sequences = paid.map((p) => p.sequence);
+  const segments = paid.flatMap((p) => Array.from({ length: p.segmentCount }, (_, i) => p.firstSegment + i));
+  check(new Set(segments).size === segments.length, `a segment was paid twice: ${JSON.stringify(segments)}`);
+  check(sequences.at(-1) === windows, `the last payment is sequence ${sequences.at(-1)}, the purchase had ${windows} windows`);
+  const afterReload = spent.hook.paid.map((p) => p.sequence);
+  check(afterReload.every((s, i) => s === resumedAt + 1 + i), `payments after the reload: ${JSON.stringify(afterReload)}`);
+  const stallsAfterReload = await page.evaluate(() => window.__stalls);
+  const latest = await latestState(options.server, spent.hook.clientPublicKey);
+  check(latest === null, `latestState after the final payment is not null: ${JSON.stringify(latest)}`);
+  log(`used up after ${windows} payments; segments paid ${JSON.stringify(segments)}`);
+
+  const foreign = requests.filter((url) => !url.startsWith('data:') && !allowedOrigins.has(new URL(url).origin));
+  check(foreign.length === 0, `the page reached other hosts: ${JSON.stringify([...new Set(foreign)])}`);
+
+  return {
+    ok: true,
+    window_seconds: windowSeconds,
+    window_price: price.toString(),
+    windows,
+    payments_before_reload: paidBefore.length,
+    resumed_at_sequence: resumedAt,
+    payments_after_reload: spent.hook.paid.length,
+    segments_paid: segments,
+    stalls_after_reload: stallsAfterReload,
+    video: { width: later.video.videoWidth, height: later.video.videoHeight },
+    screenshot,
+    seconds: Math.round((Date.now() - started) / 1000),
+  };
+}
+
+async function main() {
+  let options;
+  try {
+    options = parseCommandLine();
+  } catch (error) {
+    process.stderr.write(`player-test: ${error.message}\n`);
+    return 1;
+  }
+  const profile = mkdtempSync(join(tmpdir(), 'tollstream-chromium-'));
+  let context = null;
+  let timer;
+  try {
+    step = 'launching Chromium';
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: options.chromium,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 800 },
+    });
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new TestFailure(`the run did not finish within ${options.timeoutMs / 1000} s`)),
+        options.timeoutMs);
+    });
+    const summary = await Promise.race([run(options, context), timeout]);
+    if (options.console) process.stderr.write(`page console:\n  ${pageConsole.join('\n  ')}\n`);
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+    return 0;
+  } catch (error) {
+    const text = error instanceof TestFailure ? error.message : (error.stack ?? String(error));
+    process.stderr.write(`player-test: FAILED while ${step}: ${text}\n`);
+    if (pageConsole.length) process.stderr.write(`page console (last lines):\n  ${pageConsole.slice(-40).join('\n  ')}\n`);
+    process.stdout.write(`${JSON.stringify({ ok: false, step, error: text })}\n`);
+    return 1;
+  } finally {
+    clearTimeout(timer);
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+process.exit(await main());
