@@ -246,3 +246,36 @@ async fn a_second_connection_of_the_same_client_replaces_the_first() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_and_keeps_every_acknowledged_payment() {
+    let chain = TestChain::new().await;
+    let mut server = ServerProcess::start(&chain, &ServerOptions::default());
+    let mut viewer = Viewer::connect(&server.url, chain.viewer_wallet().await).await.unwrap();
+    viewer.buy(&chain.rpc, 50, LIFETIME).await.unwrap();
+    viewer.play("demo", 0).await.unwrap();
+    let mut acknowledged = 0;
+    within(30, async {
+        while acknowledged < 3 {
+            match viewer.next_step().await {
+                Step::Keys(secret) => acknowledged = secret.client_sequence_number,
+                Step::Paid { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    let (status, server) = status;
+    assert!(status.success(), "exit status {status:?}\n{}", server.log());
+    assert!(server.log().contains("stopped"), "{}", server.log());
+    let stored = server.stored(&viewer).await.unwrap();
+    assert!(stored.state.client_sequence_number >= acknowledged);
+    assert_eq!(stored.status, ChannelStatus::Open);
+}

@@ -131,6 +131,12 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// SIGTERM, then waits for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+
     /// SIGKILL: no shutdown, no flush beyond what was committed.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
