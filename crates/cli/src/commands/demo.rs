@@ -84,9 +84,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let chain_id = EvmChain::connect(&rpc_url, None, contract).await?.chain_id();
     eprintln!("deployed the channel contract at {}", contract.to_checksum(None));
 
-    // A fresh chain knows none of an earlier run's channels.
-    for stale in ["tollstream.sqlite", "tollstream.sqlite-wal", "tollstream.sqlite-shm"] {
-        let _ = std::fs::remove_file(data_dir.join(stale));
+    // This run's contract knows none of an earlier run's channels: their
+    // store is moved aside, never deleted (signed states are money while
+    // their chain lives).
+    if data_dir.join("tollstream.sqlite").exists() {
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let aside = data_dir.join("previous-runs").join(stamp.to_string());
+        std::fs::create_dir_all(&aside)?;
+        for file in ["tollstream.sqlite", "tollstream.sqlite-wal", "tollstream.sqlite-shm"] {
+            if data_dir.join(file).exists() {
+                std::fs::rename(data_dir.join(file), aside.join(file))?;
+            }
+        }
+        eprintln!("moved the previous run's store to {}", aside.display());
     }
     let server_key_file = data_dir.join("server.key");
     write_key(&server_key_file, &dev_keys[1])?;
