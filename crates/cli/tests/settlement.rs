@@ -97,6 +97,24 @@ async fn a_spent_channel_is_closed_at_once_and_the_payee_gets_exactly_its_balanc
     assert_eq!(metrics["tollstream_active_streams"], 0.0);
     assert_eq!(metrics["tollstream_settlement_failures_total"], 0.0);
     assert!(!metrics.keys().any(|k| k.starts_with("tollstream_payments_refused_total{")));
+
+    // A viewer that missed the final secret still gets it after the close.
+    let mut client = tollstream_client::Client::connect(&server.url).await.unwrap();
+    let domain = tollstream_protocol::ChannelDomain::new(viewer.info().chain_id, chain.contract);
+    let digest =
+        tollstream_protocol::successor::play_signing_hash(&domain, closed.state.channel_id, client.session_id());
+    let play = tollstream_protocol::PlayRequest {
+        client_public_key: viewer.session_key().public_key(),
+        stream_id: "demo".into(),
+        from_segment: 0,
+        signature: viewer.session_key().sign_digest(&digest),
+    };
+    let refused = client.play(&play).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tollstream_protocol::ErrorCode::ChannelNotOpen));
+    match within(10, client.next_event()).await {
+        Some(tollstream_client::ServerEvent::Secret(secret)) => assert_eq!(secret.client_sequence_number, 3),
+        other => panic!("expected the final secret again, got {other:?}"),
+    }
 }
 
 #[tokio::test]
