@@ -8,6 +8,22 @@ use tollstream_client::{Step, Viewer};
 use tollstream_protocol::{Amount, ErrorCode};
 use tollstream_server::store::ChannelStatus;
 
+/// After `play` on a resumed channel: the re-sent secret of the last paid
+/// window, then the next payment request.
+async fn resent_then_paid(viewer: &mut Viewer) -> (tollstream_protocol::Secret, tollstream_protocol::PayRequest) {
+    within(30, async {
+        let resent = match viewer.next_step().await {
+            Step::Keys(secret) => secret,
+            other => panic!("expected the re-sent secret, got {other:?}"),
+        };
+        match viewer.next_step().await {
+            Step::Paid { request, .. } => (resent, request),
+            other => panic!("expected a payment, got {other:?}"),
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn no_channel_buy_play_pay_until_final_then_idle() {
     let chain = TestChain::new().await;
@@ -95,17 +111,7 @@ async fn a_viewer_that_disconnects_resumes_at_the_next_sequence_number() {
     // Asking from the segment of the last paid window: its secret comes
     // again, and the next payment buys the window after it.
     again.play("demo", 1).await.unwrap();
-    let (resent, request) = within(30, async {
-        let resent = match again.next_step().await {
-            Step::Keys(secret) => secret,
-            other => panic!("expected the re-sent secret, got {other:?}"),
-        };
-        match again.next_step().await {
-            Step::Paid { request, .. } => (resent, request),
-            other => panic!("expected a payment, got {other:?}"),
-        }
-    })
-    .await;
+    let (resent, request) = resent_then_paid(&mut again).await;
     assert_eq!(resent.client_sequence_number, 2);
     assert_eq!(resent.keys[0].segment, 1);
     assert_eq!(request.client_sequence_number, 3);
@@ -159,17 +165,7 @@ async fn a_killed_server_loses_no_acknowledged_payment_and_charges_no_window_twi
     let resumed = viewer.resume().await.unwrap().unwrap();
     assert_eq!(resumed, stored.state);
     viewer.play("demo", next_segment.saturating_sub(1)).await.unwrap();
-    let (resent, request) = within(30, async {
-        let resent = match viewer.next_step().await {
-            Step::Keys(secret) => secret,
-            other => panic!("expected the re-sent secret, got {other:?}"),
-        };
-        match viewer.next_step().await {
-            Step::Paid { request, .. } => (resent, request),
-            other => panic!("expected a payment, got {other:?}"),
-        }
-    })
-    .await;
+    let (resent, request) = resent_then_paid(&mut viewer).await;
     assert_eq!(resent.client_sequence_number, stored.state.client_sequence_number);
     assert_eq!(request.client_sequence_number, stored.state.client_sequence_number + 1);
     // The window after the last stored one: never a window already paid
