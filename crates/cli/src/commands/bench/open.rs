@@ -128,6 +128,19 @@ pub async fn open_all(
     Ok(gas_used)
 }
 
+/// Polls (100 ms apart) without a new receipt after which the node is
+/// asked to mine.
+const STALL_POLLS: u32 = 20;
+
+/// Counts the polls since the number of pending transactions last fell.
+fn polled_since_progress(last: &mut (usize, u32), pending: usize) -> u32 {
+    if pending < last.0 {
+        *last = (pending, 0);
+    }
+    last.1 += 1;
+    last.1
+}
+
 /// Polls the receipts of `hashes` until all are mined; fails on a revert or
 /// after `timeout`.
 async fn wait_for_receipts(
@@ -138,6 +151,7 @@ async fn wait_for_receipts(
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + timeout;
     let mut gas_used = 0u64;
+    let mut last_progress = (pending.len(), 0);
     loop {
         let polled: Vec<(TxHash, Option<(bool, u64)>)> = stream::iter(pending)
             .map(|hash| async move {
@@ -163,6 +177,15 @@ async fn wait_for_receipts(
         }
         if pending.is_empty() {
             return Ok(gas_used);
+        }
+        if polled_since_progress(&mut last_progress, pending.len()) >= STALL_POLLS {
+            // anvil's automine can leave ready transactions of a burst in
+            // its pool until something else arrives (foundry-rs/foundry#10122):
+            // ask for a block. A node without `evm_mine` refuses, and its
+            // own block production mines them anyway.
+            let mined: Result<serde_json::Value, _> = provider.raw_request("evm_mine".into(), ()).await;
+            tracing::info!(pending = pending.len(), ?mined, "receipts stalled; asked the node to mine");
+            last_progress = (pending.len(), 0);
         }
         if Instant::now() >= deadline {
             bail!("{} `open` transactions were not mined within {timeout:?} (first: {:#x})", pending.len(), pending[0]);
