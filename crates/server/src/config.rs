@@ -10,9 +10,11 @@ use tollstream_protocol::{Address, Amount};
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address to listen on (Socket.IO at /socket.io/ and HTTP on the same
-    /// port). Port 0 picks a free port, printed at start.
-    #[arg(long, env = "TOLLSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// port). Port 0 picks a free port, printed at start. Repeat the flag
+    /// (or separate with commas) to listen on several addresses, e.g.
+    /// `127.0.0.1:8080` and `[::1]:8080`.
+    #[arg(long, env = "TOLLSTREAM_LISTEN", default_value = "127.0.0.1:8080", value_delimiter = ',', num_args = 1)]
+    pub listen: Vec<SocketAddr>,
 
     /// Where the server keeps its database and its streams' master secrets.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]

@@ -86,7 +86,7 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     Ok(AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown))
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then stops
+/// Serves `state` on every listener until `shutdown` resolves, then stops
 /// accepting, stops every streaming session and waits (up to ten seconds)
 /// for in-flight store writes to finish.
 ///
@@ -94,7 +94,7 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
 /// When the listener fails.
 pub async fn run(
     state: AppState,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let token = state.shutdown.clone();
@@ -108,7 +108,17 @@ pub async fn run(
             token.cancel();
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+    tokio::spawn(signal);
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let stopped = token.clone().cancelled_owned();
+            tokio::spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future())
+        })
+        .collect();
+    for server in servers {
+        server.await.map_err(std::io::Error::other)??;
+    }
     token.cancel();
     state.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {

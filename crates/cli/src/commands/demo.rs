@@ -122,7 +122,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(data_dir.join("demo.json"), serde_json::to_string_pretty(&demo)? + "\n")?;
 
     let config = ServeConfig {
-        listen: listener.local_addr()?,
+        listen: vec![listener.local_addr()?],
         data_dir: data_dir.clone(),
         media_dir: None,
         rpc_url: rpc_url.clone(),
@@ -156,7 +156,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop everything.");
     std::io::stdout().flush()?;
 
-    tollstream_server::run(state, listener, super::shutdown_signal()).await?;
+    tollstream_server::run(state, vec![listener], super::shutdown_signal()).await?;
     drop(anvil);
     eprintln!("demo stopped");
     Ok(())

@@ -8,14 +8,18 @@ use tollstream_server::{CancellationToken, ServeConfig};
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let state = tollstream_server::build_state(&config, shutdown.clone()).await?;
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
-    // The one line on stdout: scripts and tests read the port from it.
-    println!("tollstream listening on http://{address}");
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    for address in &config.listen {
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        // One line per address on stdout: scripts and tests read the port
+        // from the first.
+        println!("tollstream listening on http://{}", listener.local_addr()?);
+        listeners.push(listener);
+    }
     std::io::stdout().flush()?;
+    let addresses: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
     tracing::info!(
-        %address,
+        addresses = addresses.join(" "),
         chain_id = state.domain.chain_id,
         contract = %state.domain.contract,
         payee = %state.wallet.address(),
@@ -24,7 +28,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         streams = state.info.streams.len(),
         "serving"
     );
-    tollstream_server::run(state, listener, super::shutdown_signal()).await?;
+    tollstream_server::run(state, listeners, super::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -72,18 +72,29 @@ pub struct ServerOptions {
     pub pay_timeout: f64,
     pub streams: String,
     pub settle_interval: f64,
+    /// More `serve` flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { window_seconds: 0.2, pay_timeout: 3.0, streams: "demo=1000".into(), settle_interval: 0.2 }
+        ServerOptions {
+            window_seconds: 0.2,
+            pay_timeout: 3.0,
+            streams: "demo=1000".into(),
+            settle_interval: 0.2,
+            extra_args: Vec::new(),
+        }
     }
 }
 
 /// `tollstream serve` running as a child process; killed when dropped.
 pub struct ServerProcess {
     child: Child,
+    /// The first listening address's URL.
     pub url: String,
+    /// One URL per `--listen`.
+    pub urls: Vec<String>,
     pub data_dir: PathBuf,
     command: Vec<String>,
     _dir: Option<tempfile::TempDir>,
@@ -95,7 +106,7 @@ impl ServerProcess {
         let key_file = dir.path().join("server.key");
         std::fs::write(&key_file, format!("0x{}", hex(&chain.server_wallet.to_bytes()))).unwrap();
         let data_dir = dir.path().join("data");
-        let command = vec![
+        let mut command = vec![
             "serve".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -122,8 +133,9 @@ impl ServerProcess {
             "--settle-interval".into(),
             options.settle_interval.to_string(),
         ];
-        let (child, url) = spawn(&command, &data_dir);
-        ServerProcess { child, url, data_dir, command, _dir: Some(dir) }
+        command.extend(options.extra_args.iter().cloned());
+        let (child, urls) = spawn(&command, &data_dir);
+        ServerProcess { child, url: urls[0].clone(), urls, data_dir, command, _dir: Some(dir) }
     }
 
     /// The server's process id.
@@ -146,9 +158,10 @@ impl ServerProcess {
     /// Starts the server again on the same data directory (a new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, url) = spawn(&self.command, &self.data_dir);
+        let (child, urls) = spawn(&self.command, &self.data_dir);
         self.child = child;
-        self.url = url;
+        self.url = urls[0].clone();
+        self.urls = urls;
     }
 
     /// The server's database, opened beside the running server (SQLite's
@@ -199,7 +212,8 @@ impl Drop for ServerProcess {
     }
 }
 
-fn spawn(command: &[String], data_dir: &Path) -> (Child, String) {
+/// Starts the server; its URLs, one per `--listen`, in order.
+fn spawn(command: &[String], data_dir: &Path) -> (Child, Vec<String>) {
     std::fs::create_dir_all(data_dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollstream"))
@@ -210,18 +224,22 @@ fn spawn(command: &[String], data_dir: &Path) -> (Child, String) {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("tollstream listening on ")
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
-            panic!("the server did not start: {line:?}\n{log}")
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let listens = command.iter().filter(|arg| *arg == "--listen").count();
+    let urls = (0..listens)
+        .map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("tollstream listening on ")
+                .unwrap_or_else(|| {
+                    let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                    panic!("the server did not start: {line:?}\n{log}")
+                })
+                .to_owned()
         })
-        .to_owned();
-    (child, url)
+        .collect();
+    (child, urls)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
