@@ -38,6 +38,9 @@ enum Command {
     Channel(commands::channel::ChannelCommand),
     /// Load-test a server: many viewers playing and paying at once.
     Bench(commands::bench::BenchArgs),
+    /// Load-test a server's connection capacity: hold many idle connections
+    /// and report its memory per connection.
+    BenchConnections(commands::bench::connections::ConnectionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Settle(args) => commands::channels::settle(args).await,
             Command::Channel(command) => commands::channel::run(command).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::BenchConnections(args) => commands::bench::connections::run(args).await,
         }
     });
     match result {

@@ -23,6 +23,7 @@
 //! after its last planned payment, and the channels stay open (the server
 //! settles them only near expiry), which keeps settlement out of the run.
 
+pub mod connections;
 mod open;
 mod report;
 mod system;
