@@ -22,7 +22,11 @@ fn write_key(dir: &Path, key: &SigningKey) -> String {
 
 /// Runs `tollstream bench ARGS --json --per-viewer` and returns the report.
 async fn bench(args: &[String], server: &ServerProcess) -> Value {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollstream"))
+    finish_bench(spawn_bench(args), server).await
+}
+
+fn spawn_bench(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tollstream"))
         .arg("bench")
         .args(args)
         .args(["--json", "--per-viewer"])
@@ -32,7 +36,10 @@ async fn bench(args: &[String], server: &ServerProcess) -> Value {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+async fn finish_bench(child: tokio::process::Child, server: &ServerProcess) -> Value {
     let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
         .expect("the bench finishes within 120 s")
@@ -162,6 +169,95 @@ async fn with_spare_windows_channels_stay_open_after_the_last_payment() {
         assert_eq!(channel.state.client_balance, Amount::from(2 * PRICE));
         assert_eq!(channel.status, ChannelStatus::Open);
     }
+}
+
+/// Issue 7's durability target: SIGKILL the server in the middle of the
+/// run; every payment a viewer got a `secret` for must be in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
+    const VIEWERS: u64 = 150;
+    let chain = TestChain::new().await;
+    let options =
+        ServerOptions { window_seconds: 0.2, pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
+    let mut server = ServerProcess::start(&chain, &options);
+    let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &wallet);
+
+    let mut args = common_args(&server, &chain, &key_file);
+    args.extend(["--viewers", "150", "--windows", "40", "--spare-windows", "1"].map(str::to_owned));
+    let child = spawn_bench(&args);
+    // Kill while payments flow: after a few hundred, long before the
+    // 6,000 planned.
+    common::within(90, async {
+        while server.metrics().await.get("tollstream_payments_accepted_total").copied().unwrap_or(0.0) < 400.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server.kill9();
+    let report = finish_bench(child, &server).await;
+
+    let acknowledged = report["payments"]["acknowledged"].as_u64().unwrap();
+    // Each viewer has at most one payment between store and secret.
+    assert!(acknowledged >= 400 - VIEWERS, "payments were flowing when the server died: {report:#}");
+    assert!(acknowledged < VIEWERS * 40, "the kill interrupted the run: {report:#}");
+    let stored = server.store().await.list().await.unwrap();
+    let by_id: std::collections::BTreeMap<String, _> =
+        stored.iter().map(|c| (format!("{:#x}", c.state.channel_id), c)).collect();
+    let per_viewer = report["per_viewer"].as_array().expect("per-viewer data");
+    assert_eq!(per_viewer.len() as u64, VIEWERS);
+    let mut checked = 0;
+    for viewer in per_viewer {
+        let highest = viewer["highest_acknowledged"].as_u64().unwrap();
+        if highest == 0 {
+            continue;
+        }
+        let id = viewer["channel_id"].as_str().unwrap();
+        let channel = by_id.get(id).unwrap_or_else(|| panic!("channel {id} acknowledged but not stored"));
+        // The store may be ahead (stored, then killed before the secret
+        // left), never behind.
+        assert!(
+            channel.state.client_sequence_number >= highest,
+            "viewer got the secret of payment {highest} but the store holds {}: {viewer}",
+            channel.state.client_sequence_number
+        );
+        assert_eq!(channel.state.server_balance, Amount::from(channel.state.client_sequence_number * PRICE));
+        checked += 1;
+    }
+    assert!(checked > 0, "{report:#}");
+}
+
+/// Connection scale, small: a server listening on both loopback
+/// addresses holds idle connections spread round-robin over them (a
+/// refused address would show as failures), and the bench reads the
+/// server's memory per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_held_on_every_listening_address() {
+    let chain = TestChain::new().await;
+    let listen = ["--listen", "[::1]:0"].map(str::to_owned).to_vec();
+    let options = ServerOptions { extra_args: listen, ..Default::default() };
+    let server = ServerProcess::start(&chain, &options);
+    assert_eq!(server.urls.len(), 2, "one URL per --listen");
+    assert!(server.urls[0].starts_with("http://127.0.0.1:"), "{:?}", server.urls);
+    assert!(server.urls[1].starts_with("http://[::1]:"), "{:?}", server.urls);
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollstream"))
+        .args(["bench-connections", "--connections", "300", "--hold-seconds", "1", "--json"])
+        .args(["--server", &server.urls[0], "--server", &server.urls[1]])
+        .args(["--server-pid", &server.pid().to_string()])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output).await.expect("done within 60 s").unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["connected"], 300, "{report:#}");
+    assert_eq!(report["still_connected"], 300, "{report:#}");
+    assert_eq!(report["failures"], serde_json::json!({}), "{report:#}");
+    let memory = &report["server"];
+    assert_eq!(memory["pid"], server.pid());
+    assert!(memory["rss_held_bytes"].as_u64().unwrap() >= memory["rss_before_bytes"].as_u64().unwrap());
+    assert!(memory["bytes_per_connection"].as_f64().unwrap() > 0.0, "{memory}");
 }
 
 #[test]
