@@ -13,14 +13,41 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The subcommands a `--help` text lists under "Commands:".
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn every_command_has_help() {
-    for command in
-        [&["--help"][..], &["serve", "--help"], &["watch", "--help"], &["wallet", "--help"], &["deploy", "--help"]]
-    {
-        let output = tollstream(command);
-        assert!(output.status.success(), "{command:?}");
-        assert!(text(&output.stdout).contains("Usage:"), "{command:?}");
+    // Walks the command tree from `tollstream --help`, so a new
+    // subcommand is covered without being named here.
+    let mut pending = vec![Vec::<String>::new()];
+    let mut seen = Vec::new();
+    while let Some(path) = pending.pop() {
+        let mut args = path.clone();
+        args.push("--help".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = tollstream(&args);
+        assert!(output.status.success(), "{args:?}");
+        let help = text(&output.stdout);
+        assert!(help.contains("Usage:"), "{args:?}: {help}");
+        for command in listed_commands(&help) {
+            let mut child = path.clone();
+            child.push(command);
+            pending.push(child);
+        }
+        seen.push(path.join(" "));
+    }
+    for expected in ["serve", "watch", "wallet new", "channel refund", "bench", "bench-connections"] {
+        assert!(seen.iter().any(|command| command == expected), "{expected} not reached: {seen:?}");
     }
 }
 
