@@ -186,6 +186,7 @@ async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
 
     let mut args = common_args(&server, &chain, &key_file);
     args.extend(["--viewers", "150", "--windows", "40", "--spare-windows", "1"].map(str::to_owned));
+    args.extend(["--verify-store".to_owned(), server.data_dir.display().to_string()]);
     let child = spawn_bench(&args);
     // Kill while payments flow: after a few hundred, long before the
     // 6,000 planned.
@@ -226,6 +227,10 @@ async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
         checked += 1;
     }
     assert!(checked > 0, "{report:#}");
+    // The bench's own --verify-store reached the same verdict.
+    let store_check = &report["store_check"];
+    assert_eq!(store_check["viewers_checked"], checked, "{store_check}");
+    assert_eq!(store_check["stored_behind"], 0, "{store_check}");
 }
 
 /// Connection scale, small: a server listening on both loopback
@@ -283,6 +288,8 @@ fn help_lists_every_option() {
         "--client-cpu",
         "--json",
         "--per-viewer",
+        "--kill-server-after",
+        "--verify-store",
         "--check",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");

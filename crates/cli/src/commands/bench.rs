@@ -26,6 +26,7 @@
 pub mod connections;
 mod open;
 mod report;
+mod store_check;
 mod system;
 mod viewer;
 
@@ -141,8 +142,20 @@ pub struct BenchArgs {
     #[arg(long, requires = "json")]
     per_viewer: bool,
 
+    /// SIGKILL the server (--server-pid) this many seconds into the run, to
+    /// check with --verify-store that it lost nothing it acknowledged.
+    #[arg(long, requires = "server_pid", value_parser = non_negative_seconds)]
+    kill_server_after: Option<f64>,
+
+    /// After the run, read the server's database in this directory (its
+    /// --data-dir; same machine, a Tollstream server only) and check that
+    /// every payment a viewer got a secret for is stored.
+    #[arg(long)]
+    verify_store: Option<PathBuf>,
+
     /// Exit with an error (after the report) unless every payment was
-    /// acknowledged exactly once and no error occurred.
+    /// acknowledged exactly once, no error occurred, and (with
+    /// --verify-store) the store is behind no viewer.
     #[arg(long)]
     check: bool,
 }
@@ -319,6 +332,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     });
     let progress = tokio::spawn(show_progress(shared.clone(), viewers as u64, stop_rx.clone()));
+    let killer = match (args.kill_server_after, &server_process) {
+        (Some(after), Some(process)) => {
+            Some(tokio::spawn(kill_after(process.pid, t0 + Duration::from_secs_f64(after))))
+        }
+        _ => None,
+    };
 
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(viewers);
     for (task, salt) in tasks.into_iter().zip(&salts) {
@@ -337,6 +356,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     stop_tx.send_replace(true);
     watchdog.abort();
+    if let Some(killer) = killer {
+        killer.abort();
+    }
     let _ = progress.await;
     let (samples, run_peak_rss) = match sampler {
         Some(sampler) => sampler.await.unwrap_or_default(),
@@ -371,6 +393,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None
         }
         _ => None,
+    };
+    let store_check = match &args.verify_store {
+        Some(dir) => Some(store_check::check(dir, &outcomes).await.context("--verify-store")?),
+        None => None,
     };
     let (errors, client_failures, failure_examples) = viewer::tally(&outcomes);
     let secrets_total: u64 = outcomes.iter().flat_map(|o| &o.secrets).map(|&n| u64::from(n)).sum();
@@ -414,6 +440,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 pinned_cpu: args.client_cpu,
             }
         },
+        store_check,
         per_viewer: args.per_viewer.then(|| report::viewer_reports(&outcomes)),
     };
     if args.json {
@@ -426,7 +453,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let clean = report.exactly_once
             && report.payments.acknowledged == report.payments.expected
             && report.errors.is_empty()
-            && report.client_failures.is_empty();
+            && report.client_failures.is_empty()
+            && report.store_check.as_ref().is_none_or(|check| check.stored_behind == 0);
         if !clean {
             bail!(
                 "check failed: {} of {} payments acknowledged, exactly once: {}, errors: {:?}, failures: {:?}",
@@ -439,6 +467,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends SIGKILL to `pid` at `at`.
+async fn kill_after(pid: u32, at: Instant) {
+    tokio::time::sleep_until(at.into()).await;
+    // SAFETY: kill(2) with a process id and a signal number.
+    let result = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    if result == 0 {
+        eprintln!("killed the server (pid {pid}) with SIGKILL, as --kill-server-after asked");
+    } else {
+        eprintln!("warning: cannot kill the server (pid {pid}): {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Signs every viewer's states, splitting the viewers over the CPUs.

@@ -46,6 +46,9 @@ pub struct Report {
     pub failure_examples: Vec<String>,
     pub server_process: Option<ServerProcessReport>,
     pub client_process: ClientProcessReport,
+    /// With --verify-store: the server's database against what the viewers
+    /// were acknowledged.
+    pub store_check: Option<super::store_check::StoreCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_viewer: Option<Vec<ViewerReport>>,
 }
@@ -287,6 +290,19 @@ impl Report {
         row("viewer failures by kind", counts(&self.client_failures));
         for example in &self.failure_examples {
             row("  e.g.", example.clone());
+        }
+        if let Some(check) = &self.store_check {
+            let verdict = if check.stored_behind == 0 { "nothing acknowledged is missing" } else { "PAYMENTS LOST" };
+            row(
+                "store vs acknowledged",
+                format!(
+                    "{} viewers: {} equal, {} ahead, {} behind: {verdict}",
+                    check.viewers_checked, check.stored_equal, check.stored_ahead, check.stored_behind
+                ),
+            );
+            for example in &check.behind_examples {
+                row("  behind", example.clone());
+            }
         }
         match &self.server_process {
             Some(s) => {
