@@ -32,6 +32,7 @@ pub use state::AppState;
 pub use tokio_util::sync::CancellationToken;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use std::future::Future;
@@ -113,6 +114,14 @@ pub async fn run(
         .into_iter()
         .map(|listener| {
             let stopped = token.clone().cancelled_owned();
+            // Every message is a small frame that someone waits for:
+            // Nagle's algorithm would hold one back until the previous
+            // one is acknowledged.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
             tokio::spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future())
         })
         .collect();
