@@ -87,47 +87,56 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     Ok(AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown))
 }
 
-/// Serves `state` on every listener until `shutdown` resolves, then stops
-/// accepting, stops every streaming session and waits (up to ten seconds)
-/// for in-flight store writes to finish.
+/// Serves `state` on every listener until `shutdown` resolves (or one
+/// listener stops), then stops accepting, stops every streaming session
+/// and waits (up to ten seconds) for in-flight store writes to finish.
 ///
 /// # Errors
-/// When the listener fails.
+/// With no listener, or when a listener's task fails.
 pub async fn run(
     state: AppState,
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    if listeners.is_empty() {
+        return Err(ServerError::Config("nothing to listen on".into()));
+    }
     let token = state.shutdown.clone();
     let settlement = settle::Settlement::new(state.store.clone(), state.chain.clone(), state.metrics.clone());
     let worker = tokio::spawn(settlement.run(state.settle_interval, token.clone()));
     let app = app(state.clone());
-    let signal = {
+    let signal = tokio::spawn({
         let token = token.clone();
         async move {
             shutdown.await;
             token.cancel();
         }
-    };
-    tokio::spawn(signal);
-    let servers: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            let stopped = token.clone().cancelled_owned();
-            // Every message is a small frame that someone waits for:
-            // Nagle's algorithm would hold one back until the previous
-            // one is acknowledged.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "cannot set TCP_NODELAY");
-                }
-            });
-            tokio::spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future())
-        })
-        .collect();
-    for server in servers {
-        server.await.map_err(std::io::Error::other)??;
+    });
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let stopped = token.clone().cancelled_owned();
+        // Every message is a small frame that someone waits for: Nagle's
+        // algorithm would hold one back until the previous one is
+        // acknowledged.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        servers.spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future());
     }
+    // Whichever listener stops first, for whatever reason, stops them all,
+    // so the server never runs on with only some of its addresses.
+    let mut failure = None;
+    while let Some(stopped) = servers.join_next().await {
+        token.cancel();
+        let result = stopped.map_err(std::io::Error::other).and_then(|served| served);
+        if let Err(error) = result {
+            tracing::error!(%error, "a listener failed");
+            failure.get_or_insert(error);
+        }
+    }
+    signal.abort();
     token.cancel();
     state.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
@@ -135,5 +144,8 @@ pub async fn run(
     }
     // A close in flight is recorded; the next start sees it through.
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
-    Ok(())
+    match failure {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
 }

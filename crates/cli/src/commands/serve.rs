@@ -11,10 +11,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut listeners = Vec::with_capacity(config.listen.len());
     for address in &config.listen {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        // One line per address on stdout: scripts and tests read the port
-        // from the first.
-        println!("tollstream listening on http://{}", listener.local_addr()?);
         listeners.push(listener);
+    }
+    // Printed once every address is bound: one line per address, in the
+    // order given, which scripts and tests read the ports from.
+    for listener in &listeners {
+        println!("tollstream listening on http://{}", listener.local_addr()?);
     }
     std::io::stdout().flush()?;
     let addresses: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
