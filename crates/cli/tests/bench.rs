@@ -233,6 +233,38 @@ async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
     assert_eq!(store_check["stored_behind"], 0, "{store_check}");
 }
 
+/// The same check driven by the bench alone, as `scripts/bench` does it
+/// at scale: `--kill-server-after` and `--verify-store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_kills_the_server_and_finds_nothing_acknowledged_missing() {
+    let chain = TestChain::new().await;
+    let options =
+        ServerOptions { window_seconds: 0.2, pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
+    let server = ServerProcess::start(&chain, &options);
+    let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &wallet);
+
+    let mut args = common_args(&server, &chain, &key_file);
+    args.extend(["--viewers", "60", "--windows", "40", "--spare-windows", "1"].map(str::to_owned));
+    args.extend([
+        "--server-pid".to_owned(),
+        server.pid().to_string(),
+        "--kill-server-after".to_owned(),
+        "3".to_owned(),
+    ]);
+    args.extend(["--verify-store".to_owned(), server.data_dir.display().to_string()]);
+    let report = bench(&args, &server).await;
+
+    let acknowledged = report["payments"]["acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 0 && acknowledged < 60 * 40, "killed mid-run: {report:#}");
+    assert!(report["client_failures"]["disconnected"].as_u64().unwrap() > 0, "{report:#}");
+    let store_check = &report["store_check"];
+    assert!(store_check["viewers_checked"].as_u64().unwrap() > 0, "{store_check}");
+    assert_eq!(store_check["stored_behind"], 0, "{store_check}");
+    assert_eq!(store_check["behind_examples"], serde_json::json!([]));
+}
+
 /// Connection scale, small: a server listening on both loopback
 /// addresses holds idle connections spread round-robin over them (a
 /// refused address would show as failures), and the bench reads the

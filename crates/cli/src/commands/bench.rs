@@ -98,7 +98,7 @@ pub struct BenchArgs {
 
     /// Viewers that may be between connecting and their `newChannel` reply
     /// at once.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     connect_concurrency: u64,
 
     /// `open` transactions per wave; a wave's receipts are awaited together.
@@ -191,10 +191,12 @@ Example, server and bench each on its own core:
       --viewers 2000 --windows 20 --ramp-seconds 5 \\
       --server-pid $! --server-cpu 0 --client-cpu 1 --json";
 
+/// Seconds from 0 to a year: larger values would overflow a deadline.
 fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     match text.parse::<f64>() {
-        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
-        _ => Err(format!("{text:?} is not a number of seconds")),
+        Ok(value) if value.is_finite() && (0.0..=YEAR).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and a year")),
     }
 }
 
@@ -456,8 +458,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             && report.client_failures.is_empty()
             && report.store_check.as_ref().is_none_or(|check| check.stored_behind == 0);
         if !clean {
+            let behind = report.store_check.as_ref().map_or(0, |check| check.stored_behind);
             bail!(
-                "check failed: {} of {} payments acknowledged, exactly once: {}, errors: {:?}, failures: {:?}",
+                "check failed: {} of {} payments acknowledged, exactly once: {}, errors: {:?}, failures: {:?}, \
+                 channels stored behind what their viewer was acknowledged: {behind}",
                 report.payments.acknowledged,
                 report.payments.expected,
                 report.exactly_once,
@@ -469,7 +473,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends SIGKILL to `pid` at `at`.
+/// SIGKILLs the server at `at`: a crash with payments in flight, for
+/// --verify-store to show that none it acknowledged was lost.
 async fn kill_after(pid: u32, at: Instant) {
     tokio::time::sleep_until(at.into()).await;
     // SAFETY: kill(2) with a process id and a signal number.

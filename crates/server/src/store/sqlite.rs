@@ -82,6 +82,18 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer })
     }
 
+    /// Opens an existing database for reading only: no migration, no
+    /// writer, nothing created, so a tool may look at a live server's
+    /// store without touching it.
+    ///
+    /// # Errors
+    /// When the file does not exist or cannot be opened.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
+        Ok(SqliteStore { pool, writer: None })
+    }
+
     async fn fetch_one_where(&self, clause: &str, value: String) -> Result<Option<StoredChannel>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM channels WHERE {clause}");
         let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await.map_err(db)?;

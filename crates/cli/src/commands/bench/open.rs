@@ -128,8 +128,8 @@ pub async fn open_all(
     Ok(gas_used)
 }
 
-/// Polls (100 ms apart) without a new receipt after which the node is
-/// asked to mine.
+/// Polls without a new receipt (each 100 ms after the last one ended)
+/// after which the node is asked to mine.
 const STALL_POLLS: u32 = 20;
 
 /// Counts the polls since the number of pending transactions last fell.
@@ -152,6 +152,7 @@ async fn wait_for_receipts(
     let deadline = Instant::now() + timeout;
     let mut gas_used = 0u64;
     let mut last_progress = (pending.len(), 0);
+    let mut can_ask_to_mine = true;
     loop {
         let polled: Vec<(TxHash, Option<(bool, u64)>)> = stream::iter(pending)
             .map(|hash| async move {
@@ -178,13 +179,19 @@ async fn wait_for_receipts(
         if pending.is_empty() {
             return Ok(gas_used);
         }
-        if polled_since_progress(&mut last_progress, pending.len()) >= STALL_POLLS {
+        if can_ask_to_mine && polled_since_progress(&mut last_progress, pending.len()) >= STALL_POLLS {
             // anvil's automine can leave ready transactions of a burst in
             // its pool until something else arrives (foundry-rs/foundry#10122):
-            // ask for a block. A node without `evm_mine` refuses, and its
-            // own block production mines them anyway.
+            // ask for a block. A node without `evm_mine` refuses, once, and
+            // its own block production mines them anyway.
             let mined: Result<serde_json::Value, _> = provider.raw_request("evm_mine".into(), ()).await;
-            tracing::info!(pending = pending.len(), ?mined, "receipts stalled; asked the node to mine");
+            match mined {
+                Ok(_) => tracing::info!(pending = pending.len(), "receipts stalled; asked the node to mine a block"),
+                Err(error) => {
+                    tracing::debug!(%error, "the node does not take evm_mine; waiting for its own blocks");
+                    can_ask_to_mine = false;
+                }
+            }
             last_progress = (pending.len(), 0);
         }
         if Instant::now() >= deadline {

@@ -41,7 +41,7 @@ pub async fn check(data_dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<Stor
     if !path.exists() {
         bail!("no server database at {}: pass the server's --data-dir", path.display());
     }
-    let store = SqliteStore::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
+    let store = SqliteStore::open_read_only(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
     let stored: HashMap<_, u64> = store
         .list()
         .await
