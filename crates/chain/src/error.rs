@@ -9,9 +9,14 @@ pub enum ChainError {
     /// worth retrying.
     #[error("chain RPC unavailable: {0}")]
     Unavailable(String),
-    /// The contract reverted; the text names the custom error when known.
+    /// The contract reverted (a call or a gas estimate); the text names the
+    /// custom error when known.
     #[error("contract call reverted: {0}")]
     Reverted(String),
+    /// The node answered with an error that is not a revert: a refused
+    /// transaction, a log range it will not serve.
+    #[error("the node refused the request: {0}")]
+    Rejected(String),
     /// A transaction was mined but failed.
     #[error("transaction {0} failed on chain")]
     TransactionFailed(alloy::primitives::TxHash),
@@ -34,10 +39,21 @@ impl ChainError {
 
     pub(crate) fn from_transport(error: alloy::transports::TransportError) -> Self {
         match error.as_error_resp() {
-            // The node answered: an execution revert, not an outage.
-            Some(payload) => Self::Reverted(payload.to_string()),
+            // The node answered: not an outage. JSON-RPC code 3 is geth's
+            // "execution reverted"; others word it in the message.
+            Some(payload) if payload.code == 3 || payload.message.to_lowercase().contains("revert") => {
+                Self::Reverted(payload.to_string())
+            }
+            Some(payload) => Self::Rejected(payload.to_string()),
             None => Self::Unavailable(error.to_string()),
         }
+    }
+
+    /// Whether the node said the sender cannot pay for gas (the payee's
+    /// wallet needs funding; nothing else is wrong).
+    pub fn is_insufficient_funds(&self) -> bool {
+        matches!(self, ChainError::Rejected(text) | ChainError::Reverted(text)
+            if text.to_lowercase().contains("insufficient funds"))
     }
 
     /// Whether trying again later may succeed.

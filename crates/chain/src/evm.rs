@@ -1,21 +1,28 @@
 //! The chain behind a trait, and its EVM implementation over JSON-RPC.
 
 use crate::channel::{ChannelStatus, OnChainChannel};
+use crate::close_tx::Inclusion;
 use crate::contract::TollstreamChannels;
 use crate::error::ChainError;
-use alloy::eips::Encodable2718;
-use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, NetworkWallet, TransactionBuilder};
+use crate::fees::Fees;
+use crate::rpc::RpcOptions;
+use crate::signed_tx::SignedTx;
+use alloy::network::{Ethereum, EthereumWallet, NetworkWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, TxHash, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::BlockNumberOrTag;
-use alloy::rpc::types::Filter;
+use alloy::rpc::types::{BlockNumberOrTag, Filter, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 use tollstream_protocol::{ChannelState, SigningKey};
 
-/// What the server needs of the chain. The EVM implementation is
-/// [`EvmChain`]; unit tests of server logic may use an in-memory one.
+/// What the server needs of the chain: reads at the latest block, the
+/// payee's nonces and fees, and sending transactions it signed itself.
+/// The EVM implementation is [`EvmChain`]; unit tests use the in-memory
+/// [`MemoryChain`](crate::memory::MemoryChain).
+///
+/// Every method that talks to the node fails with `Unavailable` when no
+/// endpoint answers in time.
 #[async_trait]
 pub trait Chain: Send + Sync + 'static {
     /// The chain id, as signed in every EIP-712 domain.
@@ -24,60 +31,157 @@ pub trait Chain: Send + Sync + 'static {
     /// The channel registry contract.
     fn contract(&self) -> Address;
 
-    /// Reads a channel; an id never used comes back with status `None`.
+    /// The payee wallet that signs closes, if this chain has one.
+    fn payee(&self) -> Option<Address>;
+
+    /// Reads a channel at the latest block; an id never used comes back
+    /// with status `None`.
     ///
     /// # Errors
-    /// `Unavailable` when the node cannot be reached.
+    /// `Unavailable`.
     async fn channel(&self, id: B256) -> Result<OnChainChannel, ChainError>;
 
-    /// The latest block's number.
+    /// The latest block.
     ///
     /// # Errors
-    /// `Unavailable` when the node cannot be reached.
-    async fn latest_block(&self) -> Result<u64, ChainError>;
+    /// `Unavailable`.
+    async fn head(&self) -> Result<Head, ChainError>;
+
+    /// The hash of block `number` of the canonical chain, `None` past the
+    /// head.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError>;
+
+    /// Where the channel's `Opened` event is, searching blocks `from..=to`
+    /// (callers keep the range within what providers allow).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn find_open(&self, id: B256, from: u64, to: u64) -> Result<Option<BlockRef>, ChainError>;
+
+    /// `Closed` and `Refunded` events of the registry in blocks `from..=to`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn channel_events(&self, from: u64, to: u64) -> Result<Vec<ChannelEvent>, ChainError>;
+
+    /// `account`'s transaction count at the latest block: its nonces below
+    /// this are used.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn nonce(&self, account: Address) -> Result<u64, ChainError>;
+
+    /// `account`'s balance in wei at the latest block.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn balance(&self, account: Address) -> Result<U256, ChainError>;
+
+    /// What a transaction sent now should offer, in wei per gas.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn market_fees(&self) -> Result<Fees, ChainError>;
+
+    /// The gas the payee's `close` with `state` takes, simulated at the
+    /// latest block.
+    ///
+    /// # Errors
+    /// `Reverted` when the close would fail (already closed, expired, a
+    /// bad signature); `Unavailable`; `Other` without a wallet.
+    async fn estimate_close(&self, state: &ChannelState) -> Result<u64, ChainError>;
+
+    /// Signs (does not send) the payee's `close` with `state` at `nonce`,
+    /// so it can be recorded before it is broadcast.
+    ///
+    /// # Errors
+    /// `Other` without a wallet.
+    async fn sign_close(
+        &self,
+        state: &ChannelState,
+        nonce: u64,
+        gas_limit: u64,
+        fees: Fees,
+    ) -> Result<SignedTx, ChainError>;
+
+    /// Broadcasts a signed transaction; how the node took it.
+    ///
+    /// # Errors
+    /// `Unavailable`; `Rejected` when the node refuses it for a reason
+    /// [`Sent`] has no name for.
+    async fn send(&self, tx: &SignedTx) -> Result<Sent, ChainError>;
+
+    /// Where a transaction was mined, if it is in the canonical chain.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn receipt(&self, tx: TxHash) -> Result<Option<Inclusion>, ChainError>;
 
     /// The latest block's timestamp: the clock `expiresAt` is measured by.
     ///
     /// # Errors
-    /// `Unavailable` when the node cannot be reached.
-    async fn now(&self) -> Result<u64, ChainError>;
-
-    /// Builds and signs (but does not send) the payee's `close` with
-    /// `state`, so its hash can be recorded before it is broadcast.
-    ///
-    /// # Errors
-    /// `Reverted` when the node's gas estimate shows the close would fail
-    /// (already closed, expired, bad signature); `Unavailable` on RPC
-    /// failure; `Other` without a wallet.
-    async fn prepare_close(&self, state: &ChannelState) -> Result<SignedTx, ChainError>;
-
-    /// Broadcasts a signed transaction. Broadcasting one the node already
-    /// has, or already mined, is not an error.
-    ///
-    /// # Errors
-    /// `Unavailable` on RPC failure; `Reverted` when the node rejects it.
-    async fn broadcast(&self, tx: &SignedTx) -> Result<(), ChainError>;
-
-    /// `Closed` and `Refunded` events of the registry from block `from`
-    /// to the latest block, and that block's number.
-    ///
-    /// # Errors
-    /// `Unavailable` on RPC failure.
-    async fn channel_events(&self, from: u64) -> Result<(Vec<ChannelEvent>, u64), ChainError>;
-
-    /// Whether a transaction was mined, and if so whether it succeeded.
-    ///
-    /// # Errors
-    /// `Unavailable` when the node cannot be reached.
-    async fn receipt(&self, tx: TxHash) -> Result<Option<bool>, ChainError>;
+    /// `Unavailable`.
+    async fn now(&self) -> Result<u64, ChainError> {
+        Ok(self.head().await?.timestamp)
+    }
 }
 
-/// A signed transaction, ready to broadcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedTx {
-    pub hash: TxHash,
-    /// The EIP-2718 encoding, as `eth_sendRawTransaction` takes it.
-    pub raw: Bytes,
+/// A block of the canonical chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub number: u64,
+    pub hash: B256,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// A position in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    pub number: u64,
+    pub hash: B256,
+}
+
+/// How a node took a transaction. Each is a fact about the node's pool,
+/// not an error of ours; the transaction manager decides what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Taken into the pool.
+    Accepted,
+    /// The node has it already (sent before, by us or an earlier pass).
+    AlreadyKnown,
+    /// The nonce is used: by this transaction or by another.
+    NonceTooLow,
+    /// The pool holds another transaction at this nonce that pays more.
+    Underpriced,
+    /// `maxFeePerGas` is below the current base fee.
+    FeeCapTooLow,
+    /// The sender cannot pay gas × fee cap.
+    InsufficientFunds,
+}
+
+impl Sent {
+    /// Classifies a node's refusal by its message (geth, anvil, reth and
+    /// erigon word these alike); `None` for anything else.
+    pub fn from_refusal(message: &str) -> Option<Sent> {
+        let text = message.to_lowercase();
+        Some(if text.contains("already known") || text.contains("already imported") {
+            Sent::AlreadyKnown
+        } else if text.contains("nonce too low") || text.contains("nonce has already been used") {
+            Sent::NonceTooLow
+        } else if text.contains("underpriced") {
+            Sent::Underpriced
+        } else if text.contains("less than block base fee") || text.contains("fee cap less than") {
+            Sent::FeeCapTooLow
+        } else if text.contains("insufficient funds") {
+            Sent::InsufficientFunds
+        } else {
+            return None;
+        })
+    }
 }
 
 /// A settlement event of the registry.
@@ -87,8 +191,9 @@ pub enum ChannelEvent {
     Refunded { channel_id: B256, amount: U256 },
 }
 
-/// The chain over an EVM JSON-RPC endpoint, optionally with a wallet that
-/// signs transactions (the payee's, for closes).
+/// The chain over one or more EVM JSON-RPC endpoints (failover, a timeout
+/// on every call), optionally with a wallet that signs transactions (the
+/// payee's, for closes).
 #[derive(Clone)]
 pub struct EvmChain {
     provider: DynProvider,
@@ -103,9 +208,21 @@ impl EvmChain {
     /// # Errors
     /// When the URL is invalid or the node cannot be reached.
     pub async fn connect(rpc_url: &str, wallet: Option<&SigningKey>, contract: Address) -> Result<Self, ChainError> {
+        Self::connect_with(&RpcOptions::new(vec![rpc_url.to_owned()]), wallet, contract).await
+    }
+
+    /// Connects to the endpoints of `options` and reads the chain id.
+    ///
+    /// # Errors
+    /// When a URL is invalid or no endpoint can be reached.
+    pub async fn connect_with(
+        options: &RpcOptions,
+        wallet: Option<&SigningKey>,
+        contract: Address,
+    ) -> Result<Self, ChainError> {
         // Transactions are signed here, not by a provider filler, so that a
         // close's hash is known (and recorded) before it is broadcast.
-        let provider = connect_provider(rpc_url, None)?;
+        let provider = ProviderBuilder::new().connect_client(options.client()?).erased();
         let chain_id = provider.get_chain_id().await.map_err(ChainError::from_transport)?;
         Ok(EvmChain { provider, wallet: wallet.map(wallet_of), chain_id, contract })
     }
@@ -118,6 +235,55 @@ impl EvmChain {
     fn registry(&self) -> TollstreamChannels::TollstreamChannelsInstance<&DynProvider> {
         TollstreamChannels::new(self.contract, &self.provider)
     }
+
+    fn wallet(&self) -> Result<&EthereumWallet, ChainError> {
+        self.wallet.as_ref().ok_or_else(|| ChainError::Other("closing needs the payee's wallet".into()))
+    }
+
+    fn close_request(&self, state: &ChannelState) -> Result<TransactionRequest, ChainError> {
+        let from = NetworkWallet::<Ethereum>::default_signer_address(self.wallet()?);
+        Ok(TransactionRequest::default()
+            .with_from(from)
+            .with_to(self.contract)
+            .with_input(close_calldata(state))
+            .with_chain_id(self.chain_id))
+    }
+}
+
+/// The calldata of the registry's `close` with `state`.
+pub fn close_calldata(state: &ChannelState) -> Bytes {
+    TollstreamChannels::closeCall {
+        channelId: state.channel_id,
+        serverBalance: state.server_balance.0,
+        sequenceNumber: state.client_sequence_number,
+        signature: Bytes::copy_from_slice(&state.client_signature.0),
+    }
+    .abi_encode()
+    .into()
+}
+
+/// Signs an EIP-1559 transaction of `wallet` to `to` with `input`.
+///
+/// # Errors
+/// `Other` when signing fails.
+pub async fn sign_transaction(
+    wallet: &EthereumWallet,
+    request: TransactionRequest,
+    nonce: u64,
+    gas_limit: u64,
+    fees: Fees,
+) -> Result<SignedTx, ChainError> {
+    use alloy::eips::Encodable2718;
+    use alloy::network::NetworkTransactionBuilder;
+    let envelope = request
+        .with_nonce(nonce)
+        .with_gas_limit(gas_limit)
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(wallet)
+        .await
+        .map_err(|e| ChainError::Other(format!("cannot sign transaction: {e}")))?;
+    Ok(SignedTx { hash: *envelope.tx_hash(), raw: envelope.encoded_2718().into(), nonce, gas_limit, fees })
 }
 
 /// A provider for `rpc_url` that fills gas, nonce and chain id, and signs
@@ -150,6 +316,10 @@ impl Chain for EvmChain {
         self.contract
     }
 
+    fn payee(&self) -> Option<Address> {
+        self.wallet.as_ref().map(NetworkWallet::<Ethereum>::default_signer_address)
+    }
+
     async fn channel(&self, id: B256) -> Result<OnChainChannel, ChainError> {
         let entry = self.registry().channels(id).call().await.map_err(ChainError::from_contract)?;
         let status = ChannelStatus::from_u8(entry.status)
@@ -164,70 +334,43 @@ impl Chain for EvmChain {
         })
     }
 
-    async fn latest_block(&self) -> Result<u64, ChainError> {
-        self.provider.get_block_number().await.map_err(ChainError::from_transport)
-    }
-
-    async fn now(&self) -> Result<u64, ChainError> {
+    async fn head(&self) -> Result<Head, ChainError> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Latest)
             .await
             .map_err(ChainError::from_transport)?
             .ok_or_else(|| ChainError::Unavailable("the node has no latest block".into()))?;
-        Ok(block.header.timestamp)
+        Ok(Head { number: block.header.number, hash: block.header.hash, timestamp: block.header.timestamp })
     }
 
-    async fn prepare_close(&self, state: &ChannelState) -> Result<SignedTx, ChainError> {
-        let wallet =
-            self.wallet.as_ref().ok_or_else(|| ChainError::Other("closing needs the payee's wallet".into()))?;
-        let from = NetworkWallet::<Ethereum>::default_signer_address(wallet);
-        let request = self
-            .registry()
-            .close(
-                state.channel_id,
-                state.server_balance.0,
-                state.client_sequence_number,
-                Bytes::copy_from_slice(&state.client_signature.0),
-            )
-            .into_transaction_request()
-            .with_from(from)
-            .with_chain_id(self.chain_id);
-        let rpc = ChainError::from_transport;
-        let nonce = self.provider.get_transaction_count(from).pending().await.map_err(rpc)?;
-        let gas = self.provider.estimate_gas(request.clone()).await.map_err(rpc)?;
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc)?;
-        let request = request
-            .with_nonce(nonce)
-            // Headroom: the estimate is for the state of the chain now.
-            .with_gas_limit(gas + gas / 5)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let envelope = request.build(wallet).await.map_err(|e| ChainError::Other(format!("cannot sign close: {e}")))?;
-        Ok(SignedTx { hash: *envelope.tx_hash(), raw: envelope.encoded_2718().into() })
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(ChainError::from_transport)?;
+        Ok(block.map(|b| b.header.hash))
     }
 
-    async fn broadcast(&self, tx: &SignedTx) -> Result<(), ChainError> {
-        match self.provider.send_raw_transaction(&tx.raw).await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let text = error.to_string().to_lowercase();
-                // Sent before a crash, or by an earlier tick: the node
-                // already has it, or it is mined and its nonce used.
-                if text.contains("already known") || text.contains("nonce too low") || text.contains("already imported")
-                {
-                    Ok(())
-                } else {
-                    Err(ChainError::from_transport(error))
-                }
-            }
-        }
+    async fn find_open(&self, id: B256, from: u64, to: u64) -> Result<Option<BlockRef>, ChainError> {
+        let filter = Filter::new()
+            .address(self.contract)
+            .event_signature(TollstreamChannels::Opened::SIGNATURE_HASH)
+            .topic1(id)
+            .from_block(from)
+            .to_block(to);
+        let logs = self.provider.get_logs(&filter).await.map_err(ChainError::from_transport)?;
+        // A removed log is one a reorg took back.
+        Ok(logs
+            .iter()
+            .filter(|log| !log.removed)
+            .find_map(|log| Some(BlockRef { number: log.block_number?, hash: log.block_hash? })))
     }
 
-    async fn channel_events(&self, from: u64) -> Result<(Vec<ChannelEvent>, u64), ChainError> {
-        let latest = self.provider.get_block_number().await.map_err(ChainError::from_transport)?;
-        if from > latest {
-            return Ok((Vec::new(), latest));
+    async fn channel_events(&self, from: u64, to: u64) -> Result<Vec<ChannelEvent>, ChainError> {
+        if from > to {
+            return Ok(Vec::new());
         }
         let filter = Filter::new()
             .address(self.contract)
@@ -236,10 +379,10 @@ impl Chain for EvmChain {
                 TollstreamChannels::Refunded::SIGNATURE_HASH,
             ])
             .from_block(from)
-            .to_block(latest);
+            .to_block(to);
         let logs = self.provider.get_logs(&filter).await.map_err(ChainError::from_transport)?;
         let mut events = Vec::new();
-        for log in logs {
+        for log in logs.iter().filter(|log| !log.removed) {
             if let Ok(closed) = log.log_decode::<TollstreamChannels::Closed>() {
                 let data = &closed.inner.data;
                 events.push(ChannelEvent::Closed {
@@ -253,11 +396,73 @@ impl Chain for EvmChain {
                 events.push(ChannelEvent::Refunded { channel_id: data.channelId, amount: data.amount });
             }
         }
-        Ok((events, latest))
+        Ok(events)
     }
 
-    async fn receipt(&self, tx: TxHash) -> Result<Option<bool>, ChainError> {
+    async fn nonce(&self, account: Address) -> Result<u64, ChainError> {
+        self.provider.get_transaction_count(account).latest().await.map_err(ChainError::from_transport)
+    }
+
+    async fn balance(&self, account: Address) -> Result<U256, ChainError> {
+        self.provider.get_balance(account).latest().await.map_err(ChainError::from_transport)
+    }
+
+    async fn market_fees(&self) -> Result<Fees, ChainError> {
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(ChainError::from_transport)?;
+        Ok(Fees { max_fee_per_gas: fees.max_fee_per_gas, max_priority_fee_per_gas: fees.max_priority_fee_per_gas })
+    }
+
+    async fn estimate_close(&self, state: &ChannelState) -> Result<u64, ChainError> {
+        let gas = self.provider.estimate_gas(self.close_request(state)?).await.map_err(ChainError::from_transport)?;
+        // Headroom: the estimate is for the state of the chain now.
+        Ok(gas + gas / 5)
+    }
+
+    async fn sign_close(
+        &self,
+        state: &ChannelState,
+        nonce: u64,
+        gas_limit: u64,
+        fees: Fees,
+    ) -> Result<SignedTx, ChainError> {
+        sign_transaction(self.wallet()?, self.close_request(state)?, nonce, gas_limit, fees).await
+    }
+
+    async fn send(&self, tx: &SignedTx) -> Result<Sent, ChainError> {
+        match self.provider.send_raw_transaction(&tx.raw).await {
+            Ok(_) => Ok(Sent::Accepted),
+            Err(error) => match error.as_error_resp() {
+                Some(payload) => Sent::from_refusal(&payload.message)
+                    .ok_or_else(|| ChainError::Rejected(payload.message.to_string())),
+                None => Err(ChainError::from_transport(error)),
+            },
+        }
+    }
+
+    async fn receipt(&self, tx: TxHash) -> Result<Option<Inclusion>, ChainError> {
         let receipt = self.provider.get_transaction_receipt(tx).await.map_err(ChainError::from_transport)?;
-        Ok(receipt.map(|r| r.status()))
+        Ok(receipt.and_then(|r| {
+            Some(Inclusion { tx, block: r.block_number?, block_hash: r.block_hash?, success: r.status() })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_refusals_are_named_not_called_reverts() {
+        let cases = [
+            ("already known", Some(Sent::AlreadyKnown)),
+            ("nonce too low: next nonce 5, tx nonce 4", Some(Sent::NonceTooLow)),
+            ("replacement transaction underpriced", Some(Sent::Underpriced)),
+            ("max fee per gas less than block base fee", Some(Sent::FeeCapTooLow)),
+            ("insufficient funds for gas * price + value", Some(Sent::InsufficientFunds)),
+            ("execution reverted", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(Sent::from_refusal(message), expected, "{message}");
+        }
     }
 }

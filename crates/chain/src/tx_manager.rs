@@ -1,0 +1,285 @@
+//! The payee wallet's transaction manager: the I/O around the pure close
+//! state machine of [`crate::close_tx`].
+//!
+//! Why it is written here: alloy has nonce and gas fillers but no fee
+//! bumping, no replacement at the same nonce and no confirmation depth,
+//! and no maintained crate on alloy does this. The design follows the
+//! managers that keep hot wallets' transactions landing (Optimism's
+//! `op-service/txmgr`, Chainlink's `txm`): the manager owns the wallet's
+//! nonces, every transaction is signed and recorded by the caller before
+//! it is broadcast, and a stuck one is re-signed at the same nonce with
+//! higher fees.
+//!
+//! Nonces: the next close takes the lowest nonce that is neither used on
+//! chain (the wallet's transaction count, re-read for every new close)
+//! nor held by a close in flight. Allocation, signing and recording run
+//! under one lock, so a close whose record loses its compare-and-swap
+//! leaves no gap behind it, and closes of different channels are still in
+//! flight together: nobody waits for anybody's receipt.
+
+use crate::close_tx::{CloseTx, Decision, Observation, Policy};
+use crate::error::ChainError;
+use crate::evm::{Chain, Sent};
+use crate::fees::Fees;
+use crate::signed_tx::SignedTx;
+use alloy::primitives::Address;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tollstream_protocol::ChannelState;
+
+/// The payee's transaction manager.
+pub struct TxManager {
+    chain: Arc<dyn Chain>,
+    payee: Address,
+    policy: Policy,
+    /// Nonces of closes recorded and not yet confirmed or abandoned. The
+    /// lock also serializes allocate → sign → record.
+    in_flight: Mutex<BTreeSet<u64>>,
+}
+
+/// Why a new close was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The caller's record of the signed close failed.
+    #[error("cannot record the signed close: {0}")]
+    Record(#[source] E),
+}
+
+impl TxManager {
+    /// A manager for `chain`'s payee wallet.
+    ///
+    /// # Errors
+    /// `Other` when `chain` has no wallet.
+    pub fn new(chain: Arc<dyn Chain>, policy: Policy) -> Result<Self, ChainError> {
+        let payee = chain.payee().ok_or_else(|| ChainError::Other("the transaction manager needs a wallet".into()))?;
+        Ok(TxManager { chain, payee, policy, in_flight: Mutex::new(BTreeSet::new()) })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The wallet whose nonces this manager owns.
+    pub fn payee(&self) -> Address {
+        self.payee
+    }
+
+    /// Marks the nonces of recorded closes (after a restart) as taken.
+    pub async fn restore(&self, nonces: impl IntoIterator<Item = u64>) {
+        self.in_flight.lock().await.extend(nonces);
+    }
+
+    /// Frees the nonce of a close that is confirmed or abandoned.
+    pub async fn release(&self, nonce: u64) {
+        self.in_flight.lock().await.remove(&nonce);
+    }
+
+    /// Starts a close of `state`: simulates it, prices it at the market
+    /// (held to the fee cap), signs it at a fresh nonce and hands it to
+    /// `record` with the latest block number. Only when `record` answers
+    /// `true` is it broadcast; `false` (a payment landed meanwhile, say)
+    /// leaves nothing behind. Returns what was sent and how the node took
+    /// it; a failed broadcast is not an error, as the close is recorded
+    /// and the next [`observe`](Self::observe) sends it again.
+    ///
+    /// # Errors
+    /// `Chain` (`Reverted` when the close would fail on chain;
+    /// `Unavailable`); `Record` when `record` fails.
+    pub async fn start_close<E: std::error::Error + 'static>(
+        &self,
+        state: &ChannelState,
+        record: impl AsyncFnOnce(&SignedTx, u64) -> Result<bool, E>,
+    ) -> Result<Option<(SignedTx, Result<Sent, ChainError>)>, StartError<E>> {
+        let gas_limit = self.chain.estimate_close(state).await?;
+        let fees = Fees::capped(self.chain.market_fees().await?, self.policy.max_fee_per_gas);
+        let head = self.chain.head().await?.number;
+        let mut in_flight = self.in_flight.lock().await;
+        let used = self.chain.nonce(self.payee).await?;
+        let nonce = (used..).find(|n| !in_flight.contains(n)).expect("a free nonce exists");
+        let tx = self.chain.sign_close(state, nonce, gas_limit, fees).await?;
+        if !record(&tx, head).await.map_err(StartError::Record)? {
+            return Ok(None);
+        }
+        in_flight.insert(nonce);
+        drop(in_flight);
+        let sent = self.chain.send(&tx).await;
+        Ok(Some((tx, sent)))
+    }
+
+    /// Reads what the chain shows of `close` now: the wallet's used nonces
+    /// first, then the receipts of its versions (in that order, so a close
+    /// mined between the reads is never taken for a foreign transaction).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn observe(&self, close: &CloseTx) -> Result<Observation, ChainError> {
+        let head = self.chain.head().await?.number;
+        let mined_nonce = self.chain.nonce(self.payee).await?;
+        let mut receipt = None;
+        for attempt in close.attempts.iter().rev() {
+            if let Some(found) = self.chain.receipt(attempt.hash).await? {
+                receipt = Some(found);
+                break;
+            }
+        }
+        let market = self.chain.market_fees().await?;
+        Ok(Observation { head, mined_nonce, receipt, market })
+    }
+
+    /// The next step for `close` given `seen`.
+    pub fn decide(&self, close: &CloseTx, seen: &Observation) -> Decision {
+        close.step(seen, &self.policy)
+    }
+
+    /// Signs `state`'s close again at the nonce of `close`, with `fees`
+    /// and the gas limit of `previous` (its newest version).
+    ///
+    /// # Errors
+    /// `Other` when signing fails.
+    pub async fn sign_replacement(
+        &self,
+        state: &ChannelState,
+        previous: &SignedTx,
+        fees: Fees,
+    ) -> Result<SignedTx, ChainError> {
+        self.chain.sign_close(state, previous.nonce, previous.gas_limit, fees).await
+    }
+
+    /// Broadcasts a recorded transaction.
+    ///
+    /// # Errors
+    /// `Unavailable`, or `Rejected` for a refusal `Sent` cannot name.
+    pub async fn broadcast(&self, tx: &SignedTx) -> Result<Sent, ChainError> {
+        self.chain.send(tx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close_tx::{Attempt, Inclusion};
+    use crate::memory::MemoryChain;
+    use alloy::primitives::{B256, U256};
+
+    const POLICY: Policy = Policy { confirmations: 3, resubmit_blocks: 3, max_fee_per_gas: 100_000_000_000 };
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    fn as_close(tx: &SignedTx, head: u64) -> CloseTx {
+        CloseTx {
+            nonce: tx.nonce,
+            attempts: vec![Attempt { hash: tx.hash, fees: tx.fees }],
+            signed_at_block: head,
+            mined: None,
+        }
+    }
+
+    async fn start(manager: &TxManager, state: &ChannelState) -> (SignedTx, u64) {
+        let mut recorded = None;
+        let (tx, sent) = manager
+            .start_close(state, async |_: &SignedTx, head| {
+                recorded = Some(head);
+                Ok::<_, Never>(true)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent.unwrap(), Sent::Accepted);
+        (tx, recorded.unwrap())
+    }
+
+    #[tokio::test]
+    async fn closes_of_different_channels_take_consecutive_nonces_and_a_lost_record_leaves_no_gap() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let a = chain.open_paid_channel(1, 3, 1);
+        let b = chain.open_paid_channel(2, 3, 1);
+        let c = chain.open_paid_channel(3, 3, 1);
+        let (first, _) = start(&manager, &a).await;
+        // A record that loses its compare-and-swap sends nothing and keeps
+        // no nonce.
+        let lost = manager.start_close(&b, async |_: &SignedTx, _| Ok::<_, Never>(false)).await.unwrap();
+        assert!(lost.is_none());
+        let (second, _) = start(&manager, &c).await;
+        assert_eq!((first.nonce, second.nonce), (0, 1));
+        assert_eq!(chain.sent().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_close_is_bumped_at_the_same_nonce_and_whichever_version_is_mined_counts() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let state = chain.open_paid_channel(1, 3, 1);
+        let (tx, head) = start(&manager, &state).await;
+        let mut close = as_close(&tx, head);
+        // The base fee jumps past the close's fee cap: the node drops it.
+        chain.set_base_fee(tx.fees.max_fee_per_gas * 10);
+        for _ in 0..3 {
+            chain.mine();
+        }
+        let seen = manager.observe(&close).await.unwrap();
+        let Decision::Bump(fees) = manager.decide(&close, &seen) else { panic!("expected a bump") };
+        assert!(fees.replaces(tx.fees));
+        let replacement = manager.sign_replacement(&state, &tx, fees).await.unwrap();
+        assert_eq!(replacement.nonce, tx.nonce);
+        close.attempts.push(Attempt { hash: replacement.hash, fees });
+        close.signed_at_block = seen.head;
+        assert_eq!(manager.broadcast(&replacement).await.unwrap(), Sent::Accepted);
+        chain.mine();
+        let seen = manager.observe(&close).await.unwrap();
+        let Decision::Mined(inclusion) = manager.decide(&close, &seen) else { panic!("expected mined") };
+        assert_eq!(inclusion.tx, replacement.hash);
+        close.mined = Some(inclusion);
+        chain.mine();
+        chain.mine();
+        let seen = manager.observe(&close).await.unwrap();
+        assert_eq!(manager.decide(&close, &seen), Decision::Confirmed(inclusion));
+        assert_eq!(chain.closed_with(state.channel_id), Some(U256::from(1u64)));
+    }
+
+    #[tokio::test]
+    async fn a_nonce_taken_by_a_foreign_transaction_is_seen_as_such() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let state = chain.open_paid_channel(1, 3, 1);
+        let (tx, head) = start(&manager, &state).await;
+        chain.mine_foreign_transaction();
+        let close = as_close(&tx, head);
+        let seen = manager.observe(&close).await.unwrap();
+        assert_eq!(manager.decide(&close, &seen), Decision::NonceTaken);
+        // Released, the nonce is not reused: the chain has used it.
+        manager.release(tx.nonce).await;
+        let (again, _) = start(&manager, &state).await;
+        assert_eq!(again.nonce, tx.nonce + 1);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_removed_by_a_reorg_is_seen_and_the_same_bytes_land_again() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let state = chain.open_paid_channel(1, 3, 1);
+        let (tx, head) = start(&manager, &state).await;
+        chain.mine();
+        let mut close = as_close(&tx, head);
+        let Decision::Mined(inclusion) = manager.decide(&close, &manager.observe(&close).await.unwrap()) else {
+            panic!("expected mined")
+        };
+        close.mined = Some(inclusion);
+        chain.reorg(1, false);
+        assert_eq!(manager.decide(&close, &manager.observe(&close).await.unwrap()), Decision::Reorged);
+        close.mined = None;
+        assert_eq!(manager.broadcast(&tx).await.unwrap(), Sent::Accepted);
+        chain.mine();
+        let seen = manager.observe(&close).await.unwrap();
+        assert!(
+            matches!(manager.decide(&close, &seen), Decision::Mined(Inclusion { tx: hash, .. }) if hash == tx.hash)
+        );
+        assert_eq!(chain.closes_of(state.channel_id), 1);
+        let _ = B256::ZERO;
+    }
+}
