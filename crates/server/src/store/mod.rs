@@ -6,15 +6,34 @@
 //! number and is durable when [`Store::record_payment`] returns, which is
 //! what lets the server emit the window's `secret` afterwards. Rows are
 //! never deleted: a signed state is money until its close is on chain.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the [`Store`] trait and the types it speaks.
+//! - `sqlite.rs`: [`SqliteStore`], the real store; its SQL is the reference
+//!   semantics of the trait. Schema in `migrations/`.
+//! - `group_commit.rs`: the writer that commits concurrent payments in one
+//!   transaction ([`CommitMode::Group`]).
+//! - `memory.rs`: [`MemoryStore`], the test double: the same semantics in
+//!   plain collections, no I/O and no durability, for unit tests of server
+//!   logic (under a paused clock, say). Never for serving.
+//! - `tests.rs`: one suite, written once against `&dyn Store` and run on
+//!   every backend (SQLite in both commit modes, memory), so the double
+//!   cannot drift from the real store; plus the SQLite-only tests.
 
 mod group_commit;
+mod memory;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
+pub use memory::MemoryStore;
 pub use sqlite::{CommitMode, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;
 use std::str::FromStr;
+use tollstream_chain::{BlockRef, Inclusion, SignedTx};
 use tollstream_protocol::{B256, ChannelState, ErrorCode, ProtocolError, PublicKey};
 
 /// What one payment bought: `segment_count` segments of `stream_id` from
@@ -81,6 +100,56 @@ impl FromStr for ChannelStatus {
     }
 }
 
+/// Where a channel's `open` stands on chain (PROTOCOL.md 1.1,
+/// "Confirmations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpenState {
+    /// In a block, fewer than `--confirmations` deep: at most
+    /// `--unconfirmed-windows` windows are sold on it.
+    Pending,
+    /// Deep enough to count as final.
+    Confirmed,
+    /// A reorg removed it: nothing more is sold or settled until it is
+    /// back; its stored states are kept.
+    Missing,
+}
+
+impl OpenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenState::Pending => "pending",
+            OpenState::Confirmed => "confirmed",
+            OpenState::Missing => "missing",
+        }
+    }
+}
+
+impl FromStr for OpenState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "pending" => OpenState::Pending,
+            "confirmed" => OpenState::Confirmed,
+            "missing" => OpenState::Missing,
+            other => return Err(format!("unknown open state {other:?}")),
+        })
+    }
+}
+
+/// A close in flight, as recorded: every signed version at one nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRecord {
+    /// The sequence number of the state it closes with.
+    pub sequence: u64,
+    /// Every signed version, oldest first (never empty).
+    pub attempts: Vec<SignedTx>,
+    /// The latest block number when the newest version was signed.
+    pub signed_at_block: u64,
+    /// Where a version was last seen mined.
+    pub mined: Option<Inclusion>,
+}
+
 /// A channel as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChannel {
@@ -94,10 +163,15 @@ pub struct StoredChannel {
     /// closed if it holds server money: `expires_at` less the margin.
     pub settle_by: u64,
     pub status: ChannelStatus,
-    /// The close transaction, once signed (recorded before broadcast).
+    /// Where the channel's `open` stands on chain.
+    pub open_state: OpenState,
+    /// The block holding the `open`, when known.
+    pub open_block: Option<BlockRef>,
+    /// The newest signed close (recorded before broadcast), or the close
+    /// transaction seen on chain once closed.
     pub close_tx: Option<B256>,
-    /// Its raw bytes, to broadcast the very same transaction again.
-    pub close_tx_raw: Option<Vec<u8>>,
+    /// The nonce of the close in flight.
+    pub close_nonce: Option<u64>,
     /// Unix milliseconds when the server first stored the channel; orders a
     /// client's channels.
     pub created_at: i64,
@@ -137,8 +211,9 @@ impl From<StoreError> for ProtocolError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a verified opening state of a channel expiring at
-    /// `expires_at`, to be settled from `settle_by`. Idempotent: when the
-    /// channel is already stored, returns the stored channel unchanged.
+    /// `expires_at`, to be settled from `settle_by`, whose `open` stands at
+    /// `open` in block `open_block`. Idempotent: when the channel is
+    /// already stored, returns the stored channel unchanged.
     ///
     /// # Errors
     /// `Database` when the write fails.
@@ -147,7 +222,15 @@ pub trait Store: Send + Sync + 'static {
         state: &ChannelState,
         expires_at: u64,
         settle_by: u64,
+        open: OpenState,
+        open_block: Option<BlockRef>,
     ) -> Result<StoredChannel, StoreError>;
+
+    /// Records where the channel's `open` stands now.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn set_open(&self, id: &B256, open: OpenState, block: Option<BlockRef>) -> Result<(), StoreError>;
 
     /// One channel by id.
     ///
@@ -172,22 +255,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Channels the settlement worker must act on at chain time `now`:
     /// final ones, ones with a close in flight, and open ones holding
-    /// server money whose `settle_by` has come.
+    /// server money whose `settle_by` has come or that a newer channel of
+    /// the same client superseded (PROTOCOL.md 1.1: it will never be paid
+    /// again, so it is closed promptly).
     ///
     /// # Errors
     /// `Database` or `Corrupt`.
     async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError>;
 
-    /// Records a signed close of the channel at `sequence` and marks it
-    /// closing, if its latest state is still `sequence` and it is open or
-    /// final: a payment stored meanwhile makes the close stale.
+    /// Records a signed close of the channel at `sequence`, signed when
+    /// the latest block was `head`, and marks it closing, if its latest
+    /// state is still `sequence` and it is open or final: a payment stored
+    /// meanwhile makes the close stale.
     ///
     /// # Errors
     /// `Conflict` when the compare-and-swap fails; `Database`.
-    async fn record_close(&self, id: &B256, sequence: u64, tx: &B256, raw: &[u8]) -> Result<(), StoreError>;
+    async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError>;
 
-    /// Forgets a close that failed, putting the channel back to open or
-    /// final, so a fresh close can be sent.
+    /// Records a replacement of the close in flight (same nonce, higher
+    /// fees), signed when the latest block was `head`.
+    ///
+    /// # Errors
+    /// `Conflict` when the channel has no close in flight; `Database`.
+    async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError>;
+
+    /// Records where a version of the close in flight was seen mined, or
+    /// `None` when a reorg removed it.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn record_close_mined(&self, id: &B256, mined: Option<&Inclusion>) -> Result<(), StoreError>;
+
+    /// The close in flight, with every signed version.
+    ///
+    /// # Errors
+    /// `Database` or `Corrupt`.
+    async fn close_record(&self, id: &B256) -> Result<Option<CloseRecord>, StoreError>;
+
+    /// Forgets a close that failed or whose nonce another transaction
+    /// took, putting the channel back to open or final, so a fresh close
+    /// can be sent. Its signed versions stay, marked abandoned.
     ///
     /// # Errors
     /// `Database`.

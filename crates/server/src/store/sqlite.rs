@@ -2,12 +2,13 @@
 //! `synchronous = FULL` so a committed payment survives a power cut.
 
 use super::group_commit::PaymentWriter;
-use super::{ChannelStatus, Store, StoreError, StoredChannel, Window};
+use super::{ChannelStatus, CloseRecord, OpenState, Store, StoreError, StoredChannel, Window};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row, SqlitePool};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tollstream_chain::{BlockRef, Inclusion, SignedTx};
 use tollstream_protocol::{Amount, B256, ChannelState, PublicKey};
 
 /// Channels in a SQLite database.
@@ -31,7 +32,8 @@ pub enum CommitMode {
 
 const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
      expires_at, settle_by, client_balance, server_balance, sequence, signature, window_stream, \
-     window_first_segment, window_segment_count, status, close_tx, close_tx_raw, created_at";
+     window_first_segment, window_segment_count, status, close_tx, close_nonce, open_state, open_block, \
+     open_block_hash, created_at";
 
 /// The status a channel returns to when a close is abandoned: derived from
 /// its state, so it need not be remembered.
@@ -136,23 +138,59 @@ fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
         ),
         None => None,
     };
-    let close_tx_raw = match row.try_get::<Option<String>, _>("close_tx_raw").map_err(db)? {
-        Some(raw) => Some(
-            alloy_primitives::hex::decode(raw.trim_start_matches("0x"))
-                .map_err(|e| corrupt("close_tx_raw", e.to_string()))?,
-        ),
-        None => None,
+    let open_block = match (
+        row.try_get::<Option<i64>, _>("open_block").map_err(db)?,
+        row.try_get::<Option<String>, _>("open_block_hash").map_err(db)?,
+    ) {
+        (Some(number), Some(hash)) => {
+            Some(BlockRef { number: number as u64, hash: parse_b256(&hash, "open_block_hash")? })
+        }
+        _ => None,
     };
     Ok(StoredChannel {
         state,
         window,
         expires_at: row.try_get::<i64, _>("expires_at").map_err(db)? as u64,
         settle_by: row.try_get::<i64, _>("settle_by").map_err(db)? as u64,
-        close_tx_raw,
         status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
+        open_state: text("open_state")?.parse().map_err(|e| corrupt("open_state", e))?,
+        open_block,
         close_tx,
+        close_nonce: row.try_get::<Option<i64>, _>("close_nonce").map_err(db)?.map(|n| n as u64),
         created_at: row.try_get::<i64, _>("created_at").map_err(db)?,
     })
+}
+
+fn parse_b256(text: &str, name: &str) -> Result<B256, StoreError> {
+    tollstream_protocol::encoding::parse_hex::<32>(text, name)
+        .map(B256::from)
+        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
+}
+
+fn decode_raw(text: &str) -> Result<SignedTx, StoreError> {
+    let raw = alloy_primitives::hex::decode(text.trim_start_matches("0x"))
+        .map_err(|e| StoreError::Corrupt(format!("close_attempts.raw: {e}")))?;
+    SignedTx::decode(&raw).map_err(|e| StoreError::Corrupt(format!("close_attempts.raw: {e}")))
+}
+
+async fn insert_attempt(
+    transaction: &mut sqlx::SqliteConnection,
+    id: &B256,
+    tx: &SignedTx,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO close_attempts (tx_hash, channel_id, nonce, raw, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(hex(tx.hash.as_slice()))
+    .bind(hex(id.as_slice()))
+    .bind(tx.nonce as i64)
+    .bind(hex(&tx.raw))
+    .bind(now)
+    .execute(transaction)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// The compare-and-swap that stores a payment: `next` replaces the stored
@@ -193,6 +231,8 @@ impl Store for SqliteStore {
         state: &ChannelState,
         expires_at: u64,
         settle_by: u64,
+        open: OpenState,
+        open_block: Option<BlockRef>,
     ) -> Result<StoredChannel, StoreError> {
         let deposit: Amount = state.deposit().ok_or_else(|| StoreError::Corrupt("deposit overflows".into()))?;
         let now = now_millis();
@@ -201,7 +241,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT OR IGNORE INTO channels (channel_id, channel_address, client_wallet_address, \
              client_public_key, deposit, expires_at, settle_by, client_balance, server_balance, sequence, signature, \
-             status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+             status, open_state, open_block, open_block_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
         )
         .bind(hex(state.channel_id.as_slice()))
         .bind(state.channel_address.to_checksum(None))
@@ -214,6 +255,9 @@ impl Store for SqliteStore {
         .bind(state.server_balance.to_string())
         .bind(state.client_sequence_number as i64)
         .bind(state.client_signature.to_string())
+        .bind(open.as_str())
+        .bind(open_block.map(|b| b.number as i64))
+        .bind(open_block.map(|b| hex(b.hash.as_slice())))
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -240,36 +284,157 @@ impl Store for SqliteStore {
 
     async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM channels WHERE status IN ('final', 'closing') \
-             OR (status = 'open' AND server_balance != '0' AND settle_by <= ?) ORDER BY settle_by"
+            "SELECT {COLUMNS} FROM channels AS c WHERE status IN ('final', 'closing') \
+             OR (status = 'open' AND server_balance != '0' AND (settle_by <= ? OR EXISTS ( \
+                 SELECT 1 FROM channels AS newer WHERE newer.client_public_key = c.client_public_key \
+                 AND (newer.created_at, newer.rowid) > (c.created_at, c.rowid)))) \
+             ORDER BY settle_by"
         );
         let rows = sqlx::query(&sql).bind(now as i64).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(decode_row).collect()
     }
 
-    async fn record_close(&self, id: &B256, sequence: u64, tx: &B256, raw: &[u8]) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE channels SET status = 'closing', close_tx = ?, close_tx_raw = ?, updated_at = ? \
-             WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')",
+    async fn set_open(&self, id: &B256, open: OpenState, block: Option<BlockRef>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE channels SET open_state = ?, open_block = COALESCE(?, open_block), \
+             open_block_hash = COALESCE(?, open_block_hash), updated_at = ? WHERE channel_id = ?",
         )
-        .bind(hex(tx.as_slice()))
-        .bind(hex(raw))
+        .bind(open.as_str())
+        .bind(block.map(|b| b.number as i64))
+        .bind(block.map(|b| hex(b.hash.as_slice())))
         .bind(now_millis())
         .bind(hex(id.as_slice()))
-        .bind(sequence as i64)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        Ok(())
+    }
+
+    async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let result = sqlx::query(
+            "UPDATE channels SET status = 'closing', close_tx = ?, close_sequence = ?, close_nonce = ?, \
+             close_signed_at_block = ?, close_mined_tx = NULL, close_mined_block = NULL, \
+             close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = ? \
+             WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')",
+        )
+        .bind(hex(tx.hash.as_slice()))
+        .bind(sequence as i64)
+        .bind(tx.nonce as i64)
+        .bind(head as i64)
+        .bind(now)
+        .bind(hex(id.as_slice()))
+        .bind(sequence as i64)
+        .execute(&mut *transaction)
+        .await
+        .map_err(db)?;
+        if result.rows_affected() != 1 {
+            return Err(StoreError::Conflict);
+        }
+        insert_attempt(&mut transaction, id, tx, now).await?;
+        transaction.commit().await.map_err(db)
+    }
+
+    async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let result = sqlx::query(
+            "UPDATE channels SET close_tx = ?, close_signed_at_block = ?, updated_at = ? \
+             WHERE channel_id = ? AND status = 'closing' AND close_nonce = ?",
+        )
+        .bind(hex(tx.hash.as_slice()))
+        .bind(head as i64)
+        .bind(now)
+        .bind(hex(id.as_slice()))
+        .bind(tx.nonce as i64)
+        .execute(&mut *transaction)
+        .await
+        .map_err(db)?;
+        if result.rows_affected() != 1 {
+            return Err(StoreError::Conflict);
+        }
+        insert_attempt(&mut transaction, id, tx, now).await?;
+        transaction.commit().await.map_err(db)
+    }
+
+    async fn record_close_mined(&self, id: &B256, mined: Option<&Inclusion>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE channels SET close_mined_tx = ?, close_mined_block = ?, close_mined_block_hash = ?, \
+             close_mined_success = ?, updated_at = ? WHERE channel_id = ? AND status = 'closing'",
+        )
+        .bind(mined.map(|m| hex(m.tx.as_slice())))
+        .bind(mined.map(|m| m.block as i64))
+        .bind(mined.map(|m| hex(m.block_hash.as_slice())))
+        .bind(mined.map(|m| m.success))
+        .bind(now_millis())
+        .bind(hex(id.as_slice()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn close_record(&self, id: &B256) -> Result<Option<CloseRecord>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT close_sequence, close_nonce, close_signed_at_block, close_mined_tx, close_mined_block, \
+             close_mined_block_hash, close_mined_success FROM channels WHERE channel_id = ? AND status = 'closing'",
+        )
+        .bind(hex(id.as_slice()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let raws: Vec<String> = sqlx::query_scalar(
+            "SELECT raw FROM close_attempts WHERE channel_id = ? AND abandoned = 0 ORDER BY created_at, rowid",
+        )
+        .bind(hex(id.as_slice()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let attempts = raws.iter().map(|raw| decode_raw(raw)).collect::<Result<Vec<_>, _>>()?;
+        if attempts.is_empty() {
+            return Err(StoreError::Corrupt(format!("channel {id} is closing with no signed close")));
+        }
+        let mined = match (
+            row.try_get::<Option<String>, _>("close_mined_tx").map_err(db)?,
+            row.try_get::<Option<i64>, _>("close_mined_block").map_err(db)?,
+            row.try_get::<Option<String>, _>("close_mined_block_hash").map_err(db)?,
+            row.try_get::<Option<bool>, _>("close_mined_success").map_err(db)?,
+        ) {
+            (Some(tx), Some(block), Some(hash), Some(success)) => Some(Inclusion {
+                tx: parse_b256(&tx, "close_mined_tx")?,
+                block: block as u64,
+                block_hash: parse_b256(&hash, "close_mined_block_hash")?,
+                success,
+            }),
+            _ => None,
+        };
+        Ok(Some(CloseRecord {
+            sequence: row.try_get::<Option<i64>, _>("close_sequence").map_err(db)?.unwrap_or(0) as u64,
+            attempts,
+            signed_at_block: row.try_get::<Option<i64>, _>("close_signed_at_block").map_err(db)?.unwrap_or(0) as u64,
+            mined,
+        }))
     }
 
     async fn abandon_close(&self, id: &B256) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
         let sql = format!(
-            "UPDATE channels SET status = {STATUS_WITHOUT_CLOSE}, close_tx = NULL, close_tx_raw = NULL, \
-             updated_at = ? WHERE channel_id = ? AND status = 'closing'"
+            "UPDATE channels SET status = {STATUS_WITHOUT_CLOSE}, close_tx = NULL, close_sequence = NULL, \
+             close_nonce = NULL, close_signed_at_block = NULL, close_mined_tx = NULL, close_mined_block = NULL, \
+             close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = ? \
+             WHERE channel_id = ? AND status = 'closing'"
         );
-        sqlx::query(&sql).bind(now_millis()).bind(hex(id.as_slice())).execute(&self.pool).await.map_err(db)?;
-        Ok(())
+        sqlx::query(&sql).bind(now_millis()).bind(hex(id.as_slice())).execute(&mut *transaction).await.map_err(db)?;
+        sqlx::query("UPDATE close_attempts SET abandoned = 1 WHERE channel_id = ?")
+            .bind(hex(id.as_slice()))
+            .execute(&mut *transaction)
+            .await
+            .map_err(db)?;
+        transaction.commit().await.map_err(db)
     }
 
     async fn mark_closed(&self, id: &B256, tx: Option<&B256>) -> Result<bool, StoreError> {
@@ -325,224 +490,5 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY created_at DESC, rowid DESC");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(decode_row).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tollstream_protocol::{Address, ChannelDomain, Signature, SigningKey, U256};
-
-    /// A signed opening state of channel `id` holding `deposit`.
-    pub(super) fn signed_opening(key: &SigningKey, id: B256, deposit: u64) -> ChannelState {
-        let domain = ChannelDomain::new(31337, Address::repeat_byte(0xc0));
-        let mut state = ChannelState {
-            channel_id: id,
-            channel_address: domain.contract,
-            client_wallet_address: Address::repeat_byte(0xa1),
-            client_public_key: key.public_key(),
-            client_balance: Amount(U256::from(deposit)),
-            server_balance: Amount::ZERO,
-            client_sequence_number: 0,
-            client_signature: Signature([0; 65]),
-        };
-        state.sign(&domain, key);
-        state
-    }
-
-    fn opening(key: &SigningKey, id: u8, windows: u64) -> ChannelState {
-        signed_opening(key, B256::repeat_byte(id), 100 * windows)
-    }
-
-    fn window(first: u64) -> Window {
-        Window { stream_id: "demo".into(), first_segment: first, segment_count: 1 }
-    }
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.sqlite")).await.unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn payments_advance_by_compare_and_swap_only() {
-        let (_dir, store) = store().await;
-        let key = SigningKey::from_bytes([3; 32]).unwrap();
-        let first = opening(&key, 1, 2);
-        let stored = store.insert_channel(&first, 1_000, 900).await.unwrap();
-        assert_eq!(
-            (stored.state.clone(), stored.status, stored.window.clone()),
-            (first.clone(), ChannelStatus::Open, None)
-        );
-
-        let one = first.pay(Amount::from(100)).unwrap();
-        store.record_payment(&one, &window(0)).await.unwrap();
-        // The same successor again, or one that skips, loses the swap.
-        assert!(matches!(store.record_payment(&one, &window(0)).await, Err(StoreError::Conflict)));
-        let skip = one.pay(Amount::from(100)).unwrap().pay(Amount::ZERO).unwrap();
-        assert!(matches!(store.record_payment(&skip, &window(5)).await, Err(StoreError::Conflict)));
-
-        let two = one.pay(Amount::from(100)).unwrap();
-        store.record_payment(&two, &window(1)).await.unwrap();
-        let stored = store.channel(&first.channel_id).await.unwrap().unwrap();
-        assert_eq!(stored.state, two);
-        assert_eq!(stored.window, Some(window(1)));
-        assert_eq!(stored.status, ChannelStatus::Final);
-        // A final channel takes no more payments.
-        let three = ChannelState { client_sequence_number: 3, ..two.clone() };
-        assert!(matches!(store.record_payment(&three, &window(2)).await, Err(StoreError::Conflict)));
-    }
-
-    #[tokio::test]
-    async fn insert_is_idempotent_and_the_newest_channel_wins() {
-        let (_dir, store) = store().await;
-        let key = SigningKey::from_bytes([4; 32]).unwrap();
-        let old = opening(&key, 1, 3);
-        store.insert_channel(&old, 1_000, 900).await.unwrap();
-        let paid = old.pay(Amount::from(100)).unwrap();
-        store.record_payment(&paid, &window(0)).await.unwrap();
-        // Announcing it again returns the stored, paid state.
-        assert_eq!(store.insert_channel(&old, 1_000, 900).await.unwrap().state, paid);
-
-        let new = opening(&key, 2, 3);
-        store.insert_channel(&new, 2_000, 1_900).await.unwrap();
-        let newest = store.newest_for_client(&key.public_key()).await.unwrap().unwrap();
-        assert_eq!(newest.state.channel_id, new.channel_id);
-        // The old channel, with its money, is still there.
-        assert_eq!(store.list().await.unwrap().len(), 2);
-        let other = SigningKey::from_bytes([5; 32]).unwrap();
-        assert!(store.newest_for_client(&other.public_key()).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_committed_payment_survives_reopening_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.sqlite");
-        let key = SigningKey::from_bytes([6; 32]).unwrap();
-        let first = opening(&key, 9, 5);
-        let one = first.pay(Amount::from(100)).unwrap();
-        {
-            let store = SqliteStore::open(&path).await.unwrap();
-            store.insert_channel(&first, 1_000, 900).await.unwrap();
-            store.record_payment(&one, &window(0)).await.unwrap();
-        }
-        let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(store.channel(&first.channel_id).await.unwrap().unwrap().state, one);
-    }
-}
-
-#[cfg(test)]
-mod settlement_tests {
-    use super::*;
-    use tollstream_protocol::SigningKey;
-
-    fn opening(id: u8, windows: u64) -> ChannelState {
-        super::tests::signed_opening(&SigningKey::from_bytes([id; 32]).unwrap(), B256::repeat_byte(id), 100 * windows)
-    }
-
-    fn window() -> Window {
-        Window { stream_id: "demo".into(), first_segment: 0, segment_count: 1 }
-    }
-
-    #[tokio::test]
-    async fn only_channels_owing_the_server_are_due_and_closes_are_compare_and_swap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.sqlite")).await.unwrap();
-        let idle = opening(1, 2);
-        store.insert_channel(&idle, 1_000, 900).await.unwrap();
-        let owing = opening(2, 2);
-        store.insert_channel(&owing, 1_000, 900).await.unwrap();
-        let paid = owing.pay(Amount::from(100)).unwrap();
-        store.record_payment(&paid, &window()).await.unwrap();
-        let spent = opening(3, 1);
-        store.insert_channel(&spent, 5_000, 4_900).await.unwrap();
-        let last = spent.pay(Amount::from(100)).unwrap();
-        store.record_payment(&last, &window()).await.unwrap();
-
-        let ids = |channels: Vec<StoredChannel>| channels.into_iter().map(|c| c.state.channel_id).collect::<Vec<_>>();
-        // Before settle_by only the final channel is due; nothing owed is never due.
-        assert_eq!(ids(store.awaiting_settlement(100).await.unwrap()), vec![spent.channel_id]);
-        assert_eq!(ids(store.awaiting_settlement(950).await.unwrap()), vec![owing.channel_id, spent.channel_id]);
-
-        // A close for a stale sequence loses; the right one wins once.
-        let tx = B256::repeat_byte(0xee);
-        assert!(matches!(store.record_close(&owing.channel_id, 0, &tx, b"raw").await, Err(StoreError::Conflict)));
-        store.record_close(&owing.channel_id, 1, &tx, b"raw").await.unwrap();
-        let closing = store.channel(&owing.channel_id).await.unwrap().unwrap();
-        assert_eq!(
-            (closing.status, closing.close_tx, closing.close_tx_raw),
-            (ChannelStatus::Closing, Some(tx), Some(b"raw".to_vec()))
-        );
-        // No payment lands on a closing channel.
-        let late = paid.pay(Amount::from(100)).unwrap();
-        assert!(matches!(store.record_payment(&late, &window()).await, Err(StoreError::Conflict)));
-
-        store.abandon_close(&owing.channel_id).await.unwrap();
-        assert_eq!(store.channel(&owing.channel_id).await.unwrap().unwrap().status, ChannelStatus::Open);
-        store.abandon_close(&spent.channel_id).await.unwrap();
-        assert_eq!(store.channel(&spent.channel_id).await.unwrap().unwrap().status, ChannelStatus::Final);
-
-        assert!(store.mark_closed(&spent.channel_id, Some(&tx)).await.unwrap());
-        assert!(!store.mark_closed(&spent.channel_id, None).await.unwrap(), "closed once");
-        let refunded = store.mark_refunded(&owing.channel_id).await.unwrap().unwrap();
-        assert_eq!(refunded.state.server_balance, Amount::from(100));
-        assert!(store.mark_refunded(&owing.channel_id).await.unwrap().is_none());
-        assert!(store.awaiting_settlement(u64::MAX / 2).await.unwrap().is_empty());
-
-        assert_eq!(store.cursor("events").await.unwrap(), None);
-        store.set_cursor("events", 7).await.unwrap();
-        store.set_cursor("events", 9).await.unwrap();
-        assert_eq!(store.cursor("events").await.unwrap(), Some(9));
-    }
-}
-
-#[cfg(test)]
-mod group_commit_tests {
-    use super::*;
-    use tollstream_protocol::SigningKey;
-
-    fn opening(id: u16) -> ChannelState {
-        let mut channel_id = [0u8; 32];
-        channel_id[..2].copy_from_slice(&id.to_be_bytes());
-        super::tests::signed_opening(&SigningKey::from_bytes([7; 32]).unwrap(), B256::from(channel_id), 1000)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_payments_share_commits_and_keep_their_own_compare_and_swap() {
-        for mode in [CommitMode::Group, CommitMode::PerPayment] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open_with(&dir.path().join("t.sqlite"), mode).await.unwrap();
-            let channels: Vec<ChannelState> = (0..200).map(opening).collect();
-            for channel in &channels {
-                store.insert_channel(channel, 10_000, 9_000).await.unwrap();
-            }
-            let window = Window { stream_id: "demo".into(), first_segment: 0, segment_count: 1 };
-            // Every channel pays twice at once with the same predecessor:
-            // exactly one of each pair may win, whatever batch they share.
-            let mut tasks = tokio::task::JoinSet::new();
-            for channel in &channels {
-                for amount in [100u64, 200] {
-                    let (store, next, window) =
-                        (store.clone(), channel.pay(Amount::from(amount)).unwrap(), window.clone());
-                    tasks.spawn(async move { (next.channel_id, store.record_payment(&next, &window).await) });
-                }
-            }
-            let mut wins = std::collections::HashMap::new();
-            while let Some(joined) = tasks.join_next().await {
-                let (id, result) = joined.unwrap();
-                match result {
-                    Ok(()) => *wins.entry(id).or_insert(0) += 1,
-                    Err(StoreError::Conflict) => {}
-                    Err(other) => panic!("{other}"),
-                }
-            }
-            assert_eq!(wins.len(), 200, "{mode:?}");
-            assert!(wins.values().all(|&n| n == 1), "{mode:?}");
-            for channel in &channels {
-                let stored = store.channel(&channel.channel_id).await.unwrap().unwrap();
-                assert_eq!(stored.state.client_sequence_number, 1);
-                assert_eq!(stored.state.deposit(), channel.deposit());
-            }
-        }
     }
 }
