@@ -7,11 +7,9 @@ use alloy::primitives::{B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
-use common::{LIFETIME, PRICE, ServerOptions, ServerProcess, TestChain, within};
+use common::{LIFETIME, PRICE, Proxy, ServerOptions, ServerProcess, TestChain, within};
 use std::process::Command;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tollstream_chain::{TollstreamChannels, connect_provider};
 use tollstream_client::{Step, Viewer};
 use tollstream_server::store::{ChannelStatus, StoredChannel};
@@ -144,51 +142,6 @@ async fn a_channel_left_midway_is_closed_before_it_expires() {
     assert_eq!(viewer.resume().await.unwrap(), None);
 }
 
-/// A TCP proxy to the node that the test can stop and start again on the
-/// same port, so the server sees its RPC endpoint go away and come back.
-struct Proxy {
-    port: u16,
-    target: String,
-    tasks: Option<JoinSet<()>>,
-}
-
-impl Proxy {
-    async fn start(target: &str) -> Proxy {
-        let mut proxy = Proxy { port: 0, target: target.trim_start_matches("http://").to_owned(), tasks: None };
-        proxy.up().await;
-        proxy
-    }
-
-    async fn up(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.port = listener.local_addr().unwrap().port();
-        let target = self.target.clone();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                let target = target.clone();
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        self.tasks = Some(tasks);
-    }
-
-    fn down(&mut self) {
-        // Dropping the set aborts the listener and, with it, every connection.
-        self.tasks = None;
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
 // The proxy runs on this runtime while the test blocks on the server's
 // start-up line: it needs a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +154,7 @@ async fn settlement_retries_while_the_rpc_is_gone_and_succeeds_when_it_returns()
     viewer.buy(&chain.node_rpc(), 3, LIFETIME).await.unwrap();
     pay(&mut viewer, 2).await;
 
-    proxy.down();
+    proxy.down().await;
     pay(&mut viewer, 3).await;
     let spent = until(&server, &viewer, |c| c.status == ChannelStatus::Final).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

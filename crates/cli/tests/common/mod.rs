@@ -1,15 +1,29 @@
 //! What the end-to-end tests share: a contract and a funded server wallet on
 //! the test binary's anvil, and `tollstream serve` as a real child process
-//! on a port the kernel picked.
+//! on a port the kernel picked; the node's controls (mining, reorgs, fees,
+//! balances, the transaction pool) and a TCP proxy to it that the test can
+//! stop or hang, for tests that make the chain behave like a public one.
 
 #![allow(dead_code)]
 
+use alloy::eips::Encodable2718;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::B256;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tollstream_chain::anvil::{self, Anvil};
-use tollstream_chain::{connect_provider, deploy};
+use tollstream_chain::{TollstreamChannels, connect_provider, deploy};
 use tollstream_client::Viewer;
 use tollstream_protocol::{Address, SigningKey, U256};
 use tollstream_server::store::{SqliteStore, Store, StoredChannel};
@@ -296,5 +310,372 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
+    }
+}
+
+/// A `Closed` event of the registry, as the canonical chain holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedEvent {
+    pub server_balance: U256,
+    pub client_balance: U256,
+    pub tx: B256,
+    pub block: u64,
+}
+
+/// A transaction waiting in the node's pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTx {
+    pub hash: B256,
+    pub nonce: u64,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// The node's controls, and what the tests read of the chain. Everything
+/// here talks to the node itself, never through a proxy.
+impl TestChain {
+    /// A provider on the node, without a wallet.
+    pub fn provider(&self) -> DynProvider {
+        ProviderBuilder::new().connect_http(self.node_rpc().parse().expect("the node's URL")).erased()
+    }
+
+    /// One JSON-RPC call to the node; panics when the node refuses it.
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        node_rpc(&self.node_rpc(), method, params).await
+    }
+
+    /// Turns automatic mining (a block per transaction) on or off. Off,
+    /// blocks come only from [`mine`](Self::mine) or a [`Miner`].
+    pub async fn set_automine(&self, on: bool) {
+        self.rpc("evm_setAutomine", json!([on])).await;
+    }
+
+    /// Mines `blocks` blocks now, with what the pool holds.
+    pub async fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([format!("0x{blocks:x}")])).await;
+    }
+
+    /// Replaces the latest `depth` blocks with as many empty ones. The node
+    /// forgets the transactions they held: a reorged transaction that
+    /// should come back must be sent again.
+    pub async fn reorg(&self, depth: u64) {
+        self.rpc("anvil_reorg", json!([depth, []])).await;
+    }
+
+    /// The base fee of the next block mined. The node also refuses new
+    /// transactions offering less, and drops pooled ones that offer less
+    /// when it mines that block.
+    pub async fn set_next_base_fee(&self, wei: u128) {
+        self.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("0x{wei:x}")])).await;
+    }
+
+    /// Removes a transaction from the pool.
+    pub async fn drop_transaction(&self, tx: B256) {
+        self.rpc("anvil_dropTransaction", json!([tx])).await;
+    }
+
+    pub async fn block_number(&self) -> u64 {
+        self.provider().get_block_number().await.unwrap()
+    }
+
+    /// The latest block's timestamp.
+    pub async fn now(&self) -> u64 {
+        let block = self.rpc("eth_getBlockByNumber", json!(["latest", false])).await;
+        hex_u64(&block["timestamp"])
+    }
+
+    /// The timestamp of block `number`.
+    pub async fn timestamp_of(&self, number: u64) -> u64 {
+        let block = self.rpc("eth_getBlockByNumber", json!([format!("0x{number:x}"), false])).await;
+        hex_u64(&block["timestamp"])
+    }
+
+    /// The base fee of block `number`.
+    pub async fn base_fee_of(&self, number: u64) -> u128 {
+        let block = self.rpc("eth_getBlockByNumber", json!([format!("0x{number:x}"), false])).await;
+        hex_u128(&block["baseFeePerGas"])
+    }
+
+    pub async fn balance(&self, account: Address) -> U256 {
+        self.provider().get_balance(account).await.unwrap()
+    }
+
+    /// `account`'s transaction count: mined only, or with the pool's.
+    pub async fn nonce(&self, account: Address, pending: bool) -> u64 {
+        let tag = if pending { "pending" } else { "latest" };
+        hex_u64(&self.rpc("eth_getTransactionCount", json!([account, tag])).await)
+    }
+
+    /// The first of `account`'s transactions waiting in the pool.
+    pub async fn pool_tx(&self, account: Address) -> Option<PoolTx> {
+        let content = self.rpc("txpool_content", json!([])).await;
+        let wanted = account.to_string().to_lowercase();
+        let by_nonce = content["pending"].as_object()?.iter().find(|(a, _)| a.to_lowercase() == wanted)?.1.clone();
+        let tx = by_nonce.as_object()?.values().min_by_key(|tx| hex_u64(&tx["nonce"]))?.clone();
+        Some(PoolTx {
+            hash: tx["hash"].as_str()?.parse().ok()?,
+            nonce: hex_u64(&tx["nonce"]),
+            max_fee_per_gas: hex_u128(&tx["maxFeePerGas"]),
+            max_priority_fee_per_gas: hex_u128(&tx["maxPriorityFeePerGas"]),
+        })
+    }
+
+    /// Waits until `account` has a transaction in the pool (mining paused).
+    pub async fn wait_for_pool_tx(&self, account: Address, seconds: u64) -> PoolTx {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(tx) = self.pool_tx(account).await {
+                return tx;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no transaction of {account} reached the pool");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether `tx` is in the canonical chain, and whether it succeeded.
+    pub async fn receipt(&self, tx: B256) -> Option<bool> {
+        self.provider().get_transaction_receipt(tx).await.unwrap().map(|r| r.status())
+    }
+
+    /// The registry's `Closed` events for `channel` in the canonical chain.
+    pub async fn closed_events(&self, channel: B256) -> Vec<ClosedEvent> {
+        let filter = Filter::new()
+            .address(self.contract)
+            .event_signature(TollstreamChannels::Closed::SIGNATURE_HASH)
+            .topic1(channel)
+            .from_block(0u64);
+        let logs = self.provider().get_logs(&filter).await.unwrap();
+        logs.iter()
+            .map(|log| {
+                let closed = log.log_decode::<TollstreamChannels::Closed>().expect("a Closed event");
+                ClosedEvent {
+                    server_balance: closed.inner.data.serverBalance,
+                    client_balance: closed.inner.data.clientBalance,
+                    tx: log.transaction_hash.expect("a mined log"),
+                    block: log.block_number.expect("a mined log"),
+                }
+            })
+            .collect()
+    }
+
+    /// The channel's status byte in the registry now (0: never opened,
+    /// 1: open, 2: closed, 3: refunded).
+    pub async fn channel_status(&self, channel: B256) -> u8 {
+        TollstreamChannels::new(self.contract, self.provider()).channels(channel).call().await.unwrap().status
+    }
+
+    /// Wei `account` spent on gas in canonical blocks `from..=latest`.
+    pub async fn gas_paid_by(&self, account: Address, from: u64) -> U256 {
+        let mut paid = U256::ZERO;
+        for number in from..=self.block_number().await {
+            let receipts = self.rpc("eth_getBlockReceipts", json!([format!("0x{number:x}")])).await;
+            for receipt in receipts.as_array().into_iter().flatten() {
+                let sender: Address = serde_json::from_value(receipt["from"].clone()).unwrap();
+                if sender == account {
+                    paid +=
+                        U256::from(hex_u128(&receipt["gasUsed"])) * U256::from(hex_u128(&receipt["effectiveGasPrice"]));
+                }
+            }
+        }
+        paid
+    }
+
+    /// Signs a transfer of nothing from `key`'s account to itself at
+    /// `nonce` with the given fees, and sends it: another transaction of
+    /// the same wallet, as an operator sending by hand would make.
+    pub async fn send_self_transfer(&self, key: &SigningKey, nonce: u64, max_fee: u128, tip: u128) -> B256 {
+        let signer = PrivateKeySigner::from_bytes(&B256::from(key.to_bytes())).unwrap();
+        let wallet = EthereumWallet::from(signer);
+        let chain_id = self.provider().get_chain_id().await.unwrap();
+        let request = TransactionRequest::default()
+            .with_from(key.address())
+            .with_to(key.address())
+            .with_value(U256::ZERO)
+            .with_nonce(nonce)
+            .with_chain_id(chain_id)
+            .with_gas_limit(21_000)
+            .with_max_fee_per_gas(max_fee)
+            .with_max_priority_fee_per_gas(tip);
+        let envelope = request.build(&wallet).await.unwrap();
+        let raw = envelope.encoded_2718();
+        self.rpc("eth_sendRawTransaction", json!([format!("0x{}", hex(&raw))])).await;
+        *envelope.tx_hash()
+    }
+
+    /// Mines one block as soon as `account` has a transaction in the pool.
+    pub async fn mine_when_sent(&self, account: Address) {
+        self.wait_for_pool_tx(account, 30).await;
+        self.mine(1).await;
+    }
+}
+
+/// One JSON-RPC call to `url`; panics when it fails.
+pub async fn node_rpc(url: &str, method: &str, params: Value) -> Value {
+    let provider = ProviderBuilder::new().connect_http(url.parse().expect("a URL"));
+    provider.raw_request(method.to_owned().into(), params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+/// A quantity as JSON-RPC writes it (`"0x1a"`).
+pub fn hex_u128(value: &Value) -> u128 {
+    let text = value.as_str().unwrap_or_else(|| panic!("not a quantity: {value}"));
+    u128::from_str_radix(text.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("not a quantity: {value}"))
+}
+
+pub fn hex_u64(value: &Value) -> u64 {
+    u64::try_from(hex_u128(value)).expect("fits u64")
+}
+
+/// Mines a block every `interval` (a chain's block time, with automine
+/// off) until dropped, optionally at a base fee the test sets.
+pub struct Miner {
+    /// The base fee of every block it mines, in wei; 0 leaves it to the node.
+    base_fee: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Miner {
+    pub fn start(chain: &TestChain, interval: Duration) -> Miner {
+        let base_fee = Arc::new(AtomicU64::new(0));
+        let url = chain.node_rpc();
+        let fee = base_fee.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let wei = fee.load(Ordering::SeqCst);
+                if wei > 0 {
+                    node_rpc(&url, "anvil_setNextBlockBaseFeePerGas", json!([format!("0x{wei:x}")])).await;
+                }
+                node_rpc(&url, "anvil_mine", json!(["0x1"])).await;
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Miner { base_fee, task }
+    }
+
+    /// Every block from the next one on has this base fee.
+    pub fn set_base_fee(&self, wei: u128) {
+        self.base_fee.store(u64::try_from(wei).expect("a base fee below 18 ETH per gas"), Ordering::SeqCst);
+    }
+}
+
+impl Drop for Miner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the test sees of a running server beyond its URL.
+impl ServerProcess {
+    /// One metric's value, `None` while the server does not export it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().await.get(name).copied()
+    }
+
+    /// Polls `check` until it returns `Some`, for at most `seconds`; on
+    /// timeout, fails naming `what`, with the server's log.
+    pub async fn wait_for<T>(&self, seconds: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Checks for `seconds` that `check` keeps holding (for what must not
+    /// happen, there is no event to wait for).
+    pub async fn holds_for(&self, seconds: f64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+        while tokio::time::Instant::now() < deadline {
+            assert!(check().await, "{what} no longer holds\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `serve` flags from string slices.
+pub fn args(flags: &[&str]) -> Vec<String> {
+    flags.iter().map(|flag| (*flag).to_owned()).collect()
+}
+
+/// A TCP proxy to the node on a loopback port that stays the same while the
+/// test stops it (connections refused), hangs it (connections accepted,
+/// never answered) and starts it again, so the server sees its RPC
+/// endpoint go away, hang and come back.
+pub struct Proxy {
+    port: u16,
+    target: String,
+    tasks: Option<JoinSet<()>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Proxy {
+        let mut proxy = Proxy { port: 0, target: target.trim_start_matches("http://").to_owned(), tasks: None };
+        proxy.up().await;
+        proxy
+    }
+
+    /// Forwards every connection to the node.
+    pub async fn up(&mut self) {
+        self.down().await;
+        let listener = self.listen().await;
+        let target = self.target.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        self.tasks = Some(tasks);
+    }
+
+    /// Refuses connections, and cuts the open ones.
+    pub async fn down(&mut self) {
+        // Aborting the listener's task drops it and, with it, every
+        // connection; waiting for that frees the port for the next mode.
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
+    }
+
+    /// Accepts connections and reads what is sent, but never answers: an
+    /// endpoint that hangs. Open connections are cut first, so the server's
+    /// next request meets the hang.
+    pub async fn hang(&mut self) {
+        self.down().await;
+        let listener = self.listen().await;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut held = JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                held.spawn(async move {
+                    let _ = tokio::io::copy(&mut inbound, &mut tokio::io::sink()).await;
+                });
+            }
+        });
+        self.tasks = Some(tasks);
+    }
+
+    async fn listen(&mut self) -> TcpListener {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        listener
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
