@@ -1,5 +1,6 @@
 //! The protocol's error codes and the typed error that carries one.
 
+use crate::encoding::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -89,15 +90,28 @@ impl fmt::Display for ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// On an `error` event that ends a client's streaming session (1.1),
+    /// that client: a connection may have streamed for several keys in
+    /// turn, and a client must tell whether the error ended its own
+    /// session. `None` on acks and on errors that end no session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_public_key: Option<PublicKey>,
 }
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError { code, message: message.into() }
+        ProtocolError { code, message: message.into(), client_public_key: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// This error as the `error` event that ends `client`'s streaming
+    /// session.
+    #[must_use]
+    pub fn ending_session_of(self, client: PublicKey) -> Self {
+        ProtocolError { client_public_key: Some(client), ..self }
     }
 }
 
@@ -122,5 +136,19 @@ mod tests {
             serde_json::to_value(&error).unwrap(),
             serde_json::json!({"code": "stale_sequence", "message": "expected 4"})
         );
+    }
+
+    #[test]
+    fn an_error_that_ends_a_session_names_its_client() {
+        let key: PublicKey =
+            format!("0x02{}", "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").parse().unwrap();
+        let error = ProtocolError::new(ErrorCode::SessionReplaced, "replaced").ending_session_of(key);
+        let wire = serde_json::json!({"code": "session_replaced", "message": "replaced", "client_public_key": key.to_string()});
+        assert_eq!(serde_json::to_value(&error).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<ProtocolError>(wire).unwrap(), error);
+        // A version-1 error, or one that ends no session, has no key.
+        let plain: ProtocolError =
+            serde_json::from_value(serde_json::json!({"code": "pay_timeout", "message": "late"})).unwrap();
+        assert_eq!(plain.client_public_key, None);
     }
 }

@@ -45,6 +45,68 @@ pub struct ServerInfo {
     /// How long a new channel must stay open at least.
     pub min_channel_seconds: u64,
     pub streams: Vec<StreamInfo>,
+
+    // The 1.1 terms. A version-1 server sends none of them, so each decodes
+    // to what a version-1 server does: trust the latest block, sell native
+    // coin, no gasless open; the two it cannot imply are `None`.
+    /// How deep a channel's `open` (and the server's own `close`) must be
+    /// before the server treats it as final; 0 and 1 trust the latest block.
+    #[serde(default)]
+    pub confirmations: u64,
+    /// How many windows the server sells on a channel whose `open` is not
+    /// yet `confirmations` deep: what a reorg can cost the server at most.
+    #[serde(default)]
+    pub unconfirmed_windows: u64,
+    /// How long before its expiry a channel stops being active (no longer
+    /// returned by `latestState` nor accepted by `play` and `pay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_margin_seconds: Option<u64>,
+    /// How long the server waits for the answer to a `pay`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_seconds")]
+    pub pay_timeout_seconds: Option<f64>,
+    /// The deposit token: an ERC-20 contract, or the zero address for the
+    /// chain's native coin. Amounts are in its smallest unit.
+    #[serde(default, with = "checksummed")]
+    pub token: Address,
+    /// The token's symbol, for display.
+    #[serde(default = "native_symbol")]
+    pub token_symbol: String,
+    /// The token's decimals, for display.
+    #[serde(default = "native_decimals")]
+    pub token_decimals: u8,
+    /// Whether the server accepts `openChannel` (it pays the open's gas).
+    #[serde(default)]
+    pub gasless_open: bool,
+    /// With `gasless_open`, the token's own EIP-712 domain name and version
+    /// for signing the authorization; `null` otherwise.
+    #[serde(default)]
+    pub token_domain: Option<TokenDomain>,
+}
+
+/// The symbol of a version-1 server's deposits, which are always the
+/// native coin.
+fn native_symbol() -> String {
+    NATIVE_SYMBOL.to_owned()
+}
+
+fn native_decimals() -> u8 {
+    NATIVE_DECIMALS
+}
+
+/// `token` of a server whose deposits are the chain's native coin.
+pub const NATIVE_TOKEN: Address = Address::ZERO;
+/// `token_symbol` of a native-coin server (every chain this project
+/// targets calls its coin ETH).
+pub const NATIVE_SYMBOL: &str = "ETH";
+/// `token_decimals` of a native-coin server: amounts are in wei.
+pub const NATIVE_DECIMALS: u8 = 18;
+
+/// A token's own EIP-712 domain name and version (`token_domain`); its
+/// chain id is the server's and its verifying contract the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenDomain {
+    pub name: String,
+    pub version: String,
 }
 
 /// One stream the server sells.
@@ -91,6 +153,10 @@ pub struct PayRequest {
 /// The server's `secret`: the keys of the window the payment bought.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
+    /// The channel that paid (1.1), so that a re-sent final secret of an
+    /// older channel is recognisable. `None` from a version-1 server.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_hex_bytes")]
+    pub channel_id: Option<B256>,
     pub stream_id: String,
     /// The payment that bought these keys.
     #[serde(with = "sequence")]
@@ -171,6 +237,42 @@ pub mod seconds {
     }
 }
 
+/// Serde for an optional [`seconds`] value: absent or a positive number.
+pub mod optional_seconds {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => seconds::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Seconds(#[serde(with = "seconds")] f64);
+        Ok(Option::<Seconds>::deserialize(deserializer)?.map(|Seconds(value)| value))
+    }
+}
+
+/// Serde for an optional 32-byte value in [`hex_bytes`] form.
+mod optional_hex_bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<B256>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => hex_bytes::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<B256>, D::Error> {
+        #[derive(Deserialize)]
+        struct Hex(#[serde(with = "hex_bytes")] B256);
+        Ok(Option::<Hex>::deserialize(deserializer)?.map(|Hex(value)| value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +301,128 @@ mod tests {
         struct W(#[serde(with = "seconds")] f64);
         assert_eq!(serde_json::to_string(&W(10.0)).unwrap(), "10");
         assert_eq!(serde_json::to_string(&W(0.25)).unwrap(), "0.25");
+    }
+
+    fn server_info() -> ServerInfo {
+        ServerInfo {
+            public_key: format!("0x02{}", "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+                .parse()
+                .unwrap(),
+            wallet_address: Address::repeat_byte(0xab),
+            chain_id: 31337,
+            channel_address: Address::repeat_byte(0xcd),
+            window_seconds: 10.0,
+            window_price: Amount::from(100_000_000_000_000u64),
+            min_channel_seconds: 86_400,
+            streams: vec![StreamInfo {
+                id: "demo".into(),
+                title: "Demo".into(),
+                playlist: "/streams/demo/index.m3u8".into(),
+            }],
+            confirmations: 10,
+            unconfirmed_windows: 3,
+            settle_margin_seconds: Some(3_600),
+            pay_timeout_seconds: Some(10.0),
+            token: NATIVE_TOKEN,
+            token_symbol: NATIVE_SYMBOL.into(),
+            token_decimals: NATIVE_DECIMALS,
+            gasless_open: false,
+            token_domain: None,
+        }
+    }
+
+    #[test]
+    fn server_info_carries_the_1_1_terms() {
+        let info = server_info();
+        let wire = serde_json::to_value(&info).unwrap();
+        let terms = json!({
+            "confirmations": 10, "unconfirmed_windows": 3, "settle_margin_seconds": 3600,
+            "pay_timeout_seconds": 10,
+            "token": "0x0000000000000000000000000000000000000000", "token_symbol": "ETH",
+            "token_decimals": 18, "gasless_open": false, "token_domain": null,
+        });
+        for (field, value) in terms.as_object().unwrap() {
+            assert_eq!(&wire[field], value, "{field}");
+        }
+        assert_eq!(crate::encoding::decode::<ServerInfo>(wire).unwrap(), info);
+
+        // A fractional timeout stays a decimal, like `window_seconds`.
+        let info = ServerInfo { pay_timeout_seconds: Some(2.5), ..server_info() };
+        assert_eq!(serde_json::to_value(&info).unwrap()["pay_timeout_seconds"], json!(2.5));
+        // A gasless server's token domain is an object.
+        let domain = TokenDomain { name: "USD Coin".into(), version: "2".into() };
+        let info = ServerInfo { gasless_open: true, token_domain: Some(domain), ..server_info() };
+        let wire = serde_json::to_value(&info).unwrap();
+        assert_eq!(wire["token_domain"], json!({"name": "USD Coin", "version": "2"}));
+        assert_eq!(crate::encoding::decode::<ServerInfo>(wire).unwrap(), info);
+    }
+
+    #[test]
+    fn a_version_1_server_info_decodes_as_a_native_coin_server() {
+        let mut wire = serde_json::to_value(server_info()).unwrap();
+        let fields = wire.as_object_mut().unwrap();
+        for field in [
+            "confirmations",
+            "unconfirmed_windows",
+            "settle_margin_seconds",
+            "pay_timeout_seconds",
+            "token",
+            "token_symbol",
+            "token_decimals",
+            "gasless_open",
+            "token_domain",
+        ] {
+            fields.remove(field).unwrap();
+        }
+        let info: ServerInfo = crate::encoding::decode(wire).unwrap();
+        assert_eq!((info.confirmations, info.unconfirmed_windows), (0, 0));
+        assert_eq!((info.settle_margin_seconds, info.pay_timeout_seconds), (None, None));
+        assert_eq!(info.token, NATIVE_TOKEN);
+        assert_eq!((info.token_symbol.as_str(), info.token_decimals), ("ETH", 18));
+        assert!(!info.gasless_open);
+        assert_eq!(info.token_domain, None);
+    }
+
+    #[test]
+    fn malformed_1_1_terms_are_bad_requests() {
+        for (field, value) in
+            [("pay_timeout_seconds", json!(0)), ("confirmations", json!(-1)), ("token", json!("0x12"))]
+        {
+            let mut wire = serde_json::to_value(server_info()).unwrap();
+            wire[field] = value;
+            let error = crate::encoding::decode::<ServerInfo>(wire).unwrap_err();
+            assert_eq!(error.code, crate::error::ErrorCode::BadRequest);
+            assert!(error.message.starts_with(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn secret_names_its_channel() {
+        let channel_id = B256::repeat_byte(0x11);
+        let key = SegmentKey { segment: 3, key: B128::repeat_byte(0x22), iv: B128::repeat_byte(0x33) };
+        let secret = Secret {
+            channel_id: Some(channel_id),
+            stream_id: "demo".into(),
+            client_sequence_number: 4,
+            keys: vec![key],
+        };
+        let wire = json!({"channel_id": format!("0x{}", "11".repeat(32)), "stream_id": "demo",
+            "client_sequence_number": 4,
+            "keys": [{"segment": 3, "key": format!("0x{}", "22".repeat(16)), "iv": format!("0x{}", "33".repeat(16))}]});
+        assert_eq!(serde_json::to_value(&secret).unwrap(), wire);
+        assert_eq!(crate::encoding::decode::<Secret>(wire.clone()).unwrap(), secret);
+        // Any letter case in, as for every hex value.
+        let mut upper = wire.clone();
+        upper["channel_id"] = json!(format!("0x{}", "AB".repeat(32)));
+        let decoded: Secret = crate::encoding::decode(upper).unwrap();
+        assert_eq!(decoded.channel_id, Some(B256::repeat_byte(0xab)));
+
+        // A version-1 server's secret has no channel id.
+        let mut old = wire;
+        old.as_object_mut().unwrap().remove("channel_id");
+        let decoded: Secret = crate::encoding::decode(old.clone()).unwrap();
+        assert_eq!(decoded.channel_id, None);
+        assert_eq!(serde_json::to_value(&decoded).unwrap(), old);
     }
 
     #[test]
