@@ -59,27 +59,37 @@ async fn play(
         return Err(refused(ErrorCode::StreamEnded, format!("the stream has {} segments", stream.segment_count)));
     }
 
-    // One streaming connection per client: the older one is told and
-    // stopped, and its task finishes any store write before this one reads
-    // the channel.
-    if let Some(previous) = state.sessions.take(&client) {
-        previous.cancel.cancel();
-        if previous.socket.id != socket.id {
-            reply::emit_error(
-                &previous.socket,
-                &refused(ErrorCode::SessionReplaced, "this client started streaming on another connection"),
-            );
-        }
-        if let Some(task) = previous.task {
-            let _ = task.await;
-        }
-    }
-
     // Registered before the task starts, so a task that ends at once
     // still finds and removes its own session.
     let generation = state.sessions.next_generation();
     let cancel = state.shutdown.child_token();
-    state.sessions.insert(client, Session { generation, socket: socket.clone(), cancel: cancel.clone(), task: None });
+    let displaced = state
+        .sessions
+        .insert(client, Session { generation, socket: socket.clone(), cancel: cancel.clone(), task: None });
+    // One streaming connection per client, and one streaming client per
+    // connection: a displaced session's task finishes any store write
+    // before this one reads the channel, and only then is its client told,
+    // so that nothing of the old session follows the error.
+    for (replaced, previous) in displaced {
+        if let Some(task) = previous.task {
+            let _ = task.await;
+        }
+        let why = if replaced != client {
+            "another client started streaming on this connection"
+        } else if previous.socket.id != socket.id {
+            "this client started streaming on another connection"
+        } else {
+            // The same client again on the same connection: it asked for
+            // the restart, nothing to tell.
+            continue;
+        };
+        reply::emit_error(&previous.socket, &refused(ErrorCode::SessionReplaced, why).ending_session_of(replaced));
+    }
+    if cancel.is_cancelled() {
+        // Replaced in turn by a `play` that raced in while this one waited
+        // (which told whoever must be told), or the server is stopping.
+        return Ok(());
+    }
     let task = state.tasks.spawn(streaming::run(
         state.clone(),
         socket.clone(),

@@ -39,19 +39,33 @@ impl Sessions {
         Some(session)
     }
 
-    /// Registers a new session; a session that raced in meanwhile is
-    /// cancelled (the store's compare-and-swap keeps its payments safe).
-    pub fn insert(&self, client: PublicKey, session: Session) {
+    /// Registers a new session and returns the sessions it displaces, each
+    /// with its client and already cancelled: the client's own session on
+    /// any connection, and another client's session on this connection
+    /// (one client per connection). The caller waits for their tasks and
+    /// tells their clients.
+    #[must_use = "the displaced sessions' clients must be told and their tasks awaited"]
+    pub fn insert(&self, client: PublicKey, session: Session) -> Vec<(PublicKey, Session)> {
         let sid = session.socket.id;
+        let mut displaced = Vec::new();
         if let Some(previous_client) = self.by_socket.insert(sid, client)
             && previous_client != client
             && let Some(previous) = self.take(&previous_client)
         {
+            displaced.push((previous_client, previous));
+        }
+        if let Some(previous) = self.by_client.insert(client, session) {
+            // Its connection no longer streams for this client, unless it
+            // is this one, which does again.
+            if previous.socket.id != sid {
+                self.by_socket.remove_if(&previous.socket.id, |_, streaming| *streaming == client);
+            }
+            displaced.push((client, previous));
+        }
+        for (_, previous) in &displaced {
             previous.cancel.cancel();
         }
-        if let Some(raced) = self.by_client.insert(client, session) {
-            raced.cancel.cancel();
-        }
+        displaced
     }
 
     /// Hands the session its task, so whoever replaces it can wait for it.
