@@ -48,6 +48,9 @@ pub enum Step {
     /// We refused a `pay` that broke the rules; the server will stop us.
     Refused { request: PayRequest, reason: ProtocolError },
     /// The server stopped streaming with this error; the viewer is idle.
+    /// `session_replaced` means another connection of this client (another
+    /// player with the same wallet) took the stream over; the channel is
+    /// kept, and playing again takes it back.
     Stopped(ProtocolError),
     /// The connection closed.
     Disconnected,
@@ -197,8 +200,24 @@ impl Viewer {
     /// # Errors
     /// When there is no channel to play with.
     pub fn play_request(&self, stream_id: &str, from_segment: u64) -> Result<PlayRequest, ViewerError> {
+        self.play_request_on(self.client.session_id(), stream_id, from_segment)
+    }
+
+    /// The `play` request for the connection whose Socket.IO id is
+    /// `session`, which need not be this viewer's: one connection may
+    /// stream for several clients in turn (one at a time), each `play`
+    /// signed by its own key for that connection.
+    ///
+    /// # Errors
+    /// When there is no channel to play with.
+    pub fn play_request_on(
+        &self,
+        session: &str,
+        stream_id: &str,
+        from_segment: u64,
+    ) -> Result<PlayRequest, ViewerError> {
         let channel = self.channel.as_ref().ok_or_else(|| ViewerError::Invalid("no channel: buy one first".into()))?;
-        let digest = play_signing_hash(&self.domain, channel.channel_id, self.client.session_id());
+        let digest = play_signing_hash(&self.domain, channel.channel_id, session);
         Ok(PlayRequest {
             client_public_key: self.session.public_key(),
             stream_id: stream_id.to_owned(),
@@ -251,6 +270,12 @@ impl Viewer {
                     }
                 }
                 ServerEvent::Error(error) => {
+                    // An error that ended another client's session on this
+                    // connection (1.1 names the client) is not about us.
+                    if error.client_public_key.is_some_and(|key| key != self.session.public_key()) {
+                        tracing::debug!(code = %error.code, "ignoring an error about another client's session");
+                        continue;
+                    }
                     // Back to idle; an unconfirmed payment may or may not
                     // be stored: `resume` asks the server.
                     self.pending = None;
@@ -312,6 +337,17 @@ impl Viewer {
 
     fn take_secret(&mut self, secret: Secret) -> Option<Step> {
         let sequence = secret.client_sequence_number;
+        // A 1.1 server names the channel that paid: another channel's
+        // secret (an older channel's re-sent final one, or another
+        // client's on this connection) confirms nothing of ours, even if
+        // its sequence number matches.
+        let ours = self.pending.as_ref().or(self.channel.as_ref()).map(|state| state.channel_id);
+        if let Some(channel_id) = secret.channel_id
+            && Some(channel_id) != ours
+        {
+            tracing::debug!(%channel_id, sequence, "ignoring a secret of another channel");
+            return None;
+        }
         if let Some(pending) = self.pending.take_if(|p| p.client_sequence_number == sequence) {
             self.channel = Some(pending);
         }

@@ -175,6 +175,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         Outcome::Stopped(error) if error.code == tollstream_protocol::ErrorCode::StreamEnded => {
             say(format!("paid {payments} windows; the stream ended"));
         }
+        Outcome::Stopped(error) if error.code == ErrorCode::SessionReplaced => bail!(
+            "stopped after {payments} payments: this wallet's channel started streaming on another connection \
+             (another `tollstream watch` or a player page with the same wallet took it over); the channel is \
+             kept, so running watch again takes it back"
+        ),
         Outcome::Stopped(error) => bail!("the server stopped streaming after {payments} payments: {error}"),
         Outcome::Disconnected => bail!("the connection closed after {payments} payments"),
     }
