@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { privateKeyToAccount } from 'viem/accounts';
 import { formatDuration, formatEth, priceFor, purchaseFor } from '../../web/src/format.js';
 import { KeyStore, parseKeyUri } from '../../web/src/keys.js';
+import { Session } from '../../web/src/session.js';
 import {
   compressedPublicKey,
   isOwnState,
@@ -122,4 +123,85 @@ test('the key store holds loads until their key is paid, and remembers keys', ()
   let immediate = null;
   reloaded.wait('demo', 0, (key) => { immediate = key[0]; });
   assert.equal(immediate, 7);
+});
+
+test('the publicKey reply of a 1.1 server and of a version-1 server', () => {
+  const v1 = {
+    public_key: vectors.keys[0].public_key,
+    wallet_address: '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266',
+    chain_id: 31337,
+    channel_address: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
+    window_seconds: 10,
+    window_price: '100000000000000',
+    min_channel_seconds: 86400,
+    streams: [{ id: 'demo', title: 'Demo', playlist: '/streams/demo/index.m3u8' }],
+  };
+  const old = parseServerInfo(v1);
+  assert.deepEqual(
+    [old.confirmations, old.unconfirmedWindows, old.settleMarginSeconds, old.payTimeoutSeconds],
+    [0, 0, null, null],
+  );
+  assert.deepEqual([old.token, old.tokenSymbol, old.tokenDecimals, old.gaslessOpen],
+    ['0x0000000000000000000000000000000000000000', 'ETH', 18, false]);
+
+  const terms = {
+    confirmations: 10,
+    unconfirmed_windows: 3,
+    settle_margin_seconds: 3600,
+    pay_timeout_seconds: 2.5,
+    token: '0x0000000000000000000000000000000000000000',
+    token_symbol: 'ETH',
+    token_decimals: 18,
+    gasless_open: false,
+    token_domain: null,
+  };
+  const info = parseServerInfo({ ...v1, ...terms });
+  assert.deepEqual(
+    [info.confirmations, info.unconfirmedWindows, info.settleMarginSeconds, info.payTimeoutSeconds],
+    [10, 3, 3600, 2.5],
+  );
+  for (const bad of [{ confirmations: -1 }, { pay_timeout_seconds: 0 }, { token: '0x12' }]) {
+    assert.throws(() => parseServerInfo({ ...v1, ...terms, ...bad }), undefined, JSON.stringify(bad));
+  }
+});
+
+test('a session ignores secrets of other channels and errors of other clients', () => {
+  const memory = new Map();
+  const storage = { getItem: (k) => memory.get(k) ?? null, setItem: (k, v) => memory.set(k, v) };
+  const keyStore = new KeyStore(storage, 'keys.');
+  const ended = [];
+  const session = new Session({
+    socket: { on() {} },
+    sessionKey: vectors.keys[0].private_key,
+    keyStore,
+    onChange() {},
+    onEnded: (code) => ended.push(code),
+  });
+  const channelId = `0x${'ab'.repeat(32)}`;
+  session.state = { channelId, sequence: 1, clientBalance: 5n };
+  session.streaming = { streamId: 'demo', fromSegment: 0, nextSegment: 1 };
+  const secret = (id) => ({
+    channel_id: id,
+    stream_id: 'demo',
+    client_sequence_number: 1,
+    keys: [{ segment: 0, key: `0x${'07'.repeat(16)}`, iv: `0x${'01'.repeat(16)}` }],
+  });
+  session.handleSecret(secret(`0x${'cd'.repeat(32)}`));
+  assert.equal(keyStore.has('demo', 0), false, 'another channel\'s secret');
+  session.handleSecret(secret(channelId.toUpperCase().replace('0X', '0x')));
+  assert.equal(keyStore.has('demo', 0), true, 'our channel, in any letter case');
+  // A version-1 server names no channel.
+  const old = secret(channelId);
+  delete old.channel_id;
+  old.keys[0].segment = 1;
+  session.handleSecret(old);
+  assert.equal(keyStore.has('demo', 1), true);
+
+  session.handleError({ code: 'session_replaced', message: 'x', client_public_key: vectors.keys[1].public_key });
+  assert.deepEqual(ended, [], 'an error about another client');
+  assert.notEqual(session.streaming, null);
+  session.handleError({ code: 'session_replaced', message: 'x', client_public_key: vectors.keys[0].public_key });
+  assert.deepEqual(ended, ['session_replaced']);
+  session.handleError({ code: 'pay_timeout', message: 'x' });
+  assert.deepEqual(ended, ['session_replaced', 'pay_timeout']);
 });

@@ -72,6 +72,20 @@ export function parseHex16(value, what) {
   return bytes;
 }
 
+/** The `token` of a server whose deposits are the chain's native coin. */
+export const NATIVE_TOKEN = '0x0000000000000000000000000000000000000000';
+
+/** An optional wire field: `fallback` when absent (a version-1 server). */
+function optional(value, fallback, parse) {
+  return value === undefined || value === null ? fallback : parse(value);
+}
+
+/** A positive number of seconds (an integer when whole, a decimal otherwise). */
+function parseSeconds(value, what) {
+  check(typeof value === 'number' && Number.isFinite(value) && value > 0, `${what} is not a positive number`);
+  return value;
+}
+
 /** The `publicKey` reply (§6.1), checked and typed. */
 export function parseServerInfo(info) {
   check(info !== null && typeof info === 'object', 'the server information is not an object');
@@ -92,6 +106,16 @@ export function parseServerInfo(info) {
     windowPrice,
     minChannelSeconds: Number.isSafeInteger(info.min_channel_seconds) ? info.min_channel_seconds : 0,
     streams,
+    // The 1.1 terms. A version-1 server sends none of them; it trusts the
+    // latest block and sells for the native coin, without gasless opens.
+    confirmations: optional(info.confirmations, 0, (v) => parseCount(v, 'confirmations')),
+    unconfirmedWindows: optional(info.unconfirmed_windows, 0, (v) => parseCount(v, 'unconfirmed_windows')),
+    settleMarginSeconds: optional(info.settle_margin_seconds, null, (v) => parseCount(v, 'settle_margin_seconds')),
+    payTimeoutSeconds: optional(info.pay_timeout_seconds, null, (v) => parseSeconds(v, 'pay_timeout_seconds')),
+    token: optional(info.token, NATIVE_TOKEN, (v) => parseAddress(v, 'token')),
+    tokenSymbol: typeof info.token_symbol === 'string' && info.token_symbol ? info.token_symbol : 'ETH',
+    tokenDecimals: optional(info.token_decimals, 18, (v) => parseCount(v, 'token_decimals')),
+    gaslessOpen: info.gasless_open === true,
   };
 }
 

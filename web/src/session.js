@@ -320,8 +320,12 @@ export class Session {
   handleSecret(msg) {
     const state = this.state;
     if (!state || msg === null || typeof msg !== 'object') return;
-    // A secret for a payment this client does not know is ignored (§11).
+    // A secret for a payment this client does not know is ignored (§11),
+    // and so is one that names another channel (1.1): an older channel's
+    // re-sent final secret confirms nothing of the current one.
     if (msg.client_sequence_number !== state.sequence || typeof msg.stream_id !== 'string') return;
+    if (msg.channel_id !== undefined
+      && (typeof msg.channel_id !== 'string' || msg.channel_id.toLowerCase() !== state.channelId)) return;
     let keys;
     try {
       if (!Array.isArray(msg.keys)) throw new ProtocolError('keys is not a list');
@@ -347,6 +351,10 @@ export class Session {
   }
 
   handleError(msg) {
+    // An error that ended another client's session on this connection
+    // (1.1 names the client) is not about this one.
+    const client = msg?.client_public_key;
+    if (typeof client === 'string' && client.toLowerCase() !== this.clientPublicKey) return;
     const code = typeof msg?.code === 'string' ? msg.code : 'unknown';
     const message = typeof msg?.message === 'string' ? msg.message : '';
     this.streaming = null;
