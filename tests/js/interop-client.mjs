@@ -305,6 +305,23 @@ async function runCycle(options, onFailure, sockets) {
     `publicKey public_key is not a compressed key: ${show(info.public_key)}`);
   check(addressOfCompressedKey(info.public_key) === payee,
     `publicKey public_key ${info.public_key} is not the key of wallet_address ${payee}`);
+  // The 1.1 terms. A version-1 server omits them all; when present they
+  // must be well formed, and this client can only pay in the native coin.
+  const present = (field) => info[field] !== undefined;
+  for (const field of ['confirmations', 'unconfirmed_windows', 'settle_margin_seconds', 'token_decimals']) {
+    check(!present(field) || (Number.isSafeInteger(info[field]) && info[field] >= 0),
+      `publicKey ${field} is not a non-negative integer: ${show(info[field])}`);
+  }
+  check(!present('pay_timeout_seconds') || (typeof info.pay_timeout_seconds === 'number' && info.pay_timeout_seconds > 0),
+    `publicKey pay_timeout_seconds is not a positive number: ${show(info.pay_timeout_seconds)}`);
+  check(!present('settle_margin_seconds') || info.settle_margin_seconds < info.min_channel_seconds,
+    `publicKey settle_margin_seconds ${info.settle_margin_seconds} is not less than min_channel_seconds`);
+  check(!present('token') || BigInt(emittedAddress(info.token, 'publicKey token')) === 0n,
+    `publicKey token is ${show(info.token)}: this client deposits only the native coin`);
+  check(!present('gasless_open') || typeof info.gasless_open === 'boolean',
+    `publicKey gasless_open is not a boolean: ${show(info.gasless_open)}`);
+  check(!info.gasless_open || (typeof info.token_domain?.name === 'string' && typeof info.token_domain?.version === 'string'),
+    `publicKey says gasless_open without a token_domain {name, version}: ${show(info.token_domain)}`);
   const streamId = options.stream ?? info.streams[0].id;
   check(info.streams.some((stream) => stream.id === streamId), `the server does not sell stream ${show(streamId)}`);
   log(`server: chain ${info.chain_id}, contract ${channelAddress}, payee ${payee}, ` +
@@ -503,6 +520,9 @@ async function runCycle(options, onFailure, sockets) {
       check(seq === current.client_sequence_number,
         `secret is for seq ${seq}, but the last paid state is seq ${current.client_sequence_number}`);
       check(msg.stream_id === streamId, `secret names stream ${show(msg.stream_id)}, not ${show(streamId)}`);
+      // A 1.1 server names the channel that paid; a version-1 server does not.
+      check(msg.channel_id === undefined || (typeof msg.channel_id === 'string' && msg.channel_id.toLowerCase() === channelId),
+        `secret names channel ${show(msg.channel_id)}, not ${channelId}`);
       const { first_segment: first, segment_count: count } = awaitingSecretFor;
       check(Array.isArray(msg.keys) && msg.keys.length === count,
         `secret carries ${Array.isArray(msg.keys) ? msg.keys.length : 'no'} keys, the pay was for ${count} segment(s)`);
@@ -523,6 +543,12 @@ async function runCycle(options, onFailure, sockets) {
 
   socket.on('error', (msg) => {
     const code = msg?.code;
+    // An error that ends a session names its client (1.1); this connection
+    // streams only for this client's key.
+    if (msg?.client_public_key !== undefined && String(msg.client_public_key).toLowerCase() !== clientPublicKey) {
+      onFailure(new InteropError(`error ${show(code)} names client ${show(msg.client_public_key)}, not ${clientPublicKey}`));
+      return;
+    }
     if (EXPECTED_ERRORS.has(code)) {
       log(`expected error ${code}: ${msg?.message}`);
       return;
