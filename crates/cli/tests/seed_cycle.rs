@@ -4,8 +4,9 @@
 mod common;
 
 use common::{LIFETIME, PRICE, ServerOptions, ServerProcess, TestChain, within};
-use tollstream_client::{Step, Viewer};
-use tollstream_protocol::{Amount, ErrorCode};
+use serde_json::{Value, json};
+use tollstream_client::{Client, ServerEvent, Step, Viewer};
+use tollstream_protocol::{Amount, ErrorCode, NATIVE_TOKEN, event};
 use tollstream_server::store::ChannelStatus;
 
 /// After `play` on a resumed channel: the re-sent secret of the last paid
@@ -60,6 +61,7 @@ async fn no_channel_buy_play_pay_until_final_then_idle() {
         assert_eq!(state.server_balance, Amount::from(sequence * PRICE));
         let secret = &secrets[index];
         assert_eq!(secret.client_sequence_number, sequence);
+        assert_eq!(secret.channel_id, Some(opening.channel_id), "a secret names the channel that paid");
         let segments: Vec<u64> = secret.keys.iter().map(|k| k.segment).collect();
         assert_eq!(segments, vec![index as u64]);
     }
@@ -113,6 +115,7 @@ async fn a_viewer_that_disconnects_resumes_at_the_next_sequence_number() {
     again.play("demo", 1).await.unwrap();
     let (resent, request) = resent_then_paid(&mut again).await;
     assert_eq!(resent.client_sequence_number, 2);
+    assert_eq!(resent.channel_id, Some(resumed.channel_id));
     assert_eq!(resent.keys[0].segment, 1);
     assert_eq!(request.client_sequence_number, 3);
     assert_eq!(request.first_segment, 2);
@@ -221,7 +224,7 @@ async fn a_second_connection_of_the_same_client_replaces_the_first() {
     .await;
 
     let mut second = Viewer::connect(&server.url, wallet).await.unwrap();
-    second.resume().await.unwrap().unwrap();
+    let channel = second.resume().await.unwrap().unwrap();
     second.play("demo", 5).await.unwrap();
 
     let replaced = within(30, async {
@@ -235,6 +238,7 @@ async fn a_second_connection_of_the_same_client_replaces_the_first() {
     })
     .await;
     assert_eq!(replaced.code, ErrorCode::SessionReplaced);
+    assert_eq!(replaced.client_public_key, Some(channel.client_public_key), "the error names whose session ended");
     // The new connection streams.
     within(30, async {
         loop {
@@ -246,6 +250,114 @@ async fn a_second_connection_of_the_same_client_replaces_the_first() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn another_clients_play_on_a_streaming_connection_replaces_the_first_client() {
+    let chain = TestChain::new().await;
+    let server = ServerProcess::start(&chain, &ServerOptions::default());
+    let mut first = Viewer::connect(&server.url, chain.viewer_wallet().await).await.unwrap();
+    let mut second = Viewer::connect(&server.url, chain.viewer_wallet().await).await.unwrap();
+    let first_channel = first.buy(&chain.rpc, 50, LIFETIME).await.unwrap();
+    let second_channel = second.buy(&chain.rpc, 50, LIFETIME).await.unwrap();
+    first.play("demo", 0).await.unwrap();
+    within(30, async {
+        loop {
+            match first.next_step().await {
+                Step::Keys(_) => break,
+                Step::Paid { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+
+    // The second client plays on the first one's connection, signed for it.
+    let play = second.play_request_on(first.client().session_id(), "demo", 0).unwrap();
+    first.client().play(&play).await.unwrap();
+
+    // On that connection: what was in flight of the first session, then
+    // `session_replaced` naming the first client, then only the second
+    // client's session, which streams (answered with its key).
+    let mut replaced = None;
+    let secret = within(30, async {
+        loop {
+            let event = first.client_mut().next_event().await.expect("connected");
+            match event {
+                ServerEvent::Error(error) => {
+                    assert!(replaced.is_none(), "a second error: {error:?}\n{}", server.log());
+                    replaced = Some(error);
+                }
+                ServerEvent::Pay(request, answer) if request.channel_id == second_channel.channel_id => {
+                    assert!(replaced.is_some(), "the first client is told before the second one pays");
+                    match second.answer_pay(request, answer).await {
+                        Step::Paid { .. } => {}
+                        other => panic!("the second client cannot pay: {other:?}"),
+                    }
+                }
+                ServerEvent::Secret(secret) if secret.channel_id == Some(second_channel.channel_id) => break secret,
+                // A window of the first session that was in flight.
+                ServerEvent::Pay(request, _) => {
+                    assert!(replaced.is_none(), "the first session asked {request:?} after it was replaced")
+                }
+                ServerEvent::Secret(secret) => {
+                    assert!(replaced.is_none(), "the first session sent {secret:?} after it was replaced")
+                }
+                ServerEvent::Unknown { event, data } => panic!("unexpected {event} {data}"),
+            }
+        }
+    })
+    .await;
+    let replaced = replaced.expect("the first client was told");
+    assert_eq!(replaced.code, ErrorCode::SessionReplaced);
+    assert_eq!(replaced.client_public_key, Some(first_channel.client_public_key));
+    assert_eq!(secret.client_sequence_number, 1);
+    assert_eq!(secret.keys[0].segment, 0);
+
+    // The connection now streams for the second client only.
+    let not_streaming = first.client().stop(&first_channel.client_public_key).await.unwrap_err();
+    assert_eq!(not_streaming.code(), Some(ErrorCode::NotStreaming));
+    first.client().stop(&second_channel.client_public_key).await.unwrap();
+    // The first client's channel is intact, ready to resume.
+    let resumed = first.resume().await.unwrap().expect("the first channel is still active");
+    assert_eq!(resumed.channel_id, first_channel.channel_id);
+}
+
+#[tokio::test]
+async fn public_key_states_the_servers_terms() {
+    let chain = TestChain::new().await;
+    let options = ServerOptions {
+        pay_timeout: 2.5,
+        extra_args: ["--confirmations", "4", "--unconfirmed-windows", "2"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let server = ServerProcess::start(&chain, &options);
+    let client = Client::connect(&server.url).await.unwrap();
+
+    let wire = client.request_raw(event::PUBLIC_KEY, &json!({})).await.unwrap();
+    let expected = json!({
+        "confirmations": 4, "unconfirmed_windows": 2,
+        // The test servers' `--settle-margin`.
+        "settle_margin_seconds": 60,
+        "pay_timeout_seconds": 2.5,
+        "token": "0x0000000000000000000000000000000000000000", "token_symbol": "ETH",
+        "token_decimals": 18, "gasless_open": false, "token_domain": null,
+    });
+    for (field, value) in expected.as_object().unwrap() {
+        assert_eq!(wire.get(field), Some(value), "{field} in {wire}");
+    }
+    assert!(wire["min_channel_seconds"].as_u64().unwrap() > wire["settle_margin_seconds"].as_u64().unwrap());
+
+    let info = client.public_key().await.unwrap();
+    assert_eq!((info.confirmations, info.unconfirmed_windows), (4, 2));
+    assert_eq!((info.settle_margin_seconds, info.pay_timeout_seconds), (Some(60), Some(2.5)));
+    assert_eq!(info.token, NATIVE_TOKEN);
+
+    // A whole timeout is a JSON integer, as `window_seconds` is.
+    let server = ServerProcess::start(&chain, &ServerOptions { pay_timeout: 3.0, ..Default::default() });
+    let client = Client::connect(&server.url).await.unwrap();
+    let wire = client.request_raw(event::PUBLIC_KEY, &json!({})).await.unwrap();
+    assert_eq!(wire["pay_timeout_seconds"], Value::from(3));
 }
 
 #[tokio::test]
