@@ -2,13 +2,17 @@
 
 use tollstream_protocol::{ErrorCode, ProtocolError};
 
+/// The cause of an outage, kept as the error it was (a transport error, a
+/// timeout), not as its text.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong talking to the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     /// The node could not be reached or answered with a transport error:
     /// worth retrying.
     #[error("chain RPC unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// The contract reverted (a call or a gas estimate); the text names the
     /// custom error when known.
     #[error("contract call reverted: {0}")]
@@ -32,7 +36,7 @@ impl ChainError {
         use alloy::contract::Error;
         match error {
             Error::TransportError(transport) => Self::from_transport(transport),
-            Error::PendingTransactionError(pending) => Self::Unavailable(pending.to_string()),
+            Error::PendingTransactionError(pending) => Self::Unavailable(Box::new(pending)),
             other => Self::Other(other.to_string()),
         }
     }
@@ -45,7 +49,7 @@ impl ChainError {
                 Self::Reverted(payload.to_string())
             }
             Some(payload) => Self::Rejected(payload.to_string()),
-            None => Self::Unavailable(error.to_string()),
+            None => Self::Unavailable(Box::new(error)),
         }
     }
 

@@ -55,7 +55,7 @@ async fn mined(
         .map_err(ChainError::from_contract)?
         .get_receipt()
         .await
-        .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+        .map_err(|e| ChainError::Unavailable(Box::new(e)))?;
     if !receipt.status() {
         return Err(ChainError::TransactionFailed(receipt.transaction_hash));
     }
