@@ -25,9 +25,49 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
 
-    /// JSON-RPC endpoint of the chain the channels live on.
-    #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
-    pub rpc_url: String,
+    /// JSON-RPC endpoint of the chain the channels live on. Repeat the flag
+    /// (or separate with commas) to give several endpoints of the same
+    /// chain: every call goes to the healthiest ones, so one endpoint that
+    /// fails or hangs changes nothing.
+    #[arg(
+        long,
+        env = "TOLLSTREAM_RPC_URL",
+        default_value = "http://127.0.0.1:8545",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub rpc_url: Vec<String>,
+
+    /// Seconds one JSON-RPC call may take before it counts as failed (a
+    /// hung endpoint must not stall payments or settlement).
+    #[arg(long, env = "TOLLSTREAM_RPC_TIMEOUT", default_value_t = 5.0, value_parser = positive_seconds)]
+    pub rpc_timeout: f64,
+
+    /// How deep a channel's `open`, and the server's own `close`, must be
+    /// before it counts as final: a transaction in block b has
+    /// `latest - b + 1` confirmations; 0 and 1 both trust the latest block.
+    /// The default suits a public L2 (about 20 s of 2 s blocks).
+    #[arg(long, env = "TOLLSTREAM_CONFIRMATIONS", default_value_t = 10)]
+    pub confirmations: u64,
+
+    /// How many windows are sold on a channel whose `open` has fewer than
+    /// `--confirmations` confirmations: what a reorg can cost at most.
+    #[arg(long, env = "TOLLSTREAM_UNCONFIRMED_WINDOWS", default_value_t = 3)]
+    pub unconfirmed_windows: u64,
+
+    /// The highest `maxFeePerGas` the server pays for a close, in wei: fee
+    /// bumps stop there and the close waits for the market to come back.
+    #[arg(long, env = "TOLLSTREAM_MAX_FEE_PER_GAS", default_value = "200000000000")]
+    pub max_fee_per_gas: Amount,
+
+    /// Blocks a close may wait for its receipt before it is re-signed at the
+    /// same nonce with fees bumped by 12.5 %.
+    #[arg(long, env = "TOLLSTREAM_RESUBMIT_BLOCKS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resubmit_blocks: u64,
+
+    /// The widest block range of one `eth_getLogs` call (providers cap it).
+    #[arg(long, env = "TOLLSTREAM_LOG_RANGE_BLOCKS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_range_blocks: u64,
 
     /// Address of the channel registry contract (see `tollstream deploy`).
     #[arg(long, env = "TOLLSTREAM_CONTRACT")]

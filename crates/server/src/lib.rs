@@ -11,12 +11,16 @@
 //!   `sessions.rs` keeps one streaming connection per client.
 //! - [`store`]: the [`Store`](store::Store) trait and its SQLite implementation.
 //! - [`streams`]: the streams on sale and their segment keys.
-//! - [`settle`]: the settlement worker, which closes channels on chain.
+//! - [`settle`]: the settlement worker, which closes channels on chain
+//!   through the payee's transaction manager.
+//! - [`confirmations`]: where each channel's `open` stands (pending,
+//!   confirmed, removed by a reorg), and the chain clock's refresh.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`http`]: plain HTTP routes.
 //! - [`error`]: start-up failures, [`ServerError`].
 
 pub mod config;
+pub mod confirmations;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -40,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::SqliteStore;
 use tokio::net::TcpListener;
-use tollstream_chain::EvmChain;
+use tollstream_chain::{Chain, EvmChain, RpcOptions, TxManager};
 use tollstream_media::KeyStore;
 use tollstream_protocol::{MAX_MESSAGE_BYTES, SigningKey};
 
@@ -78,13 +82,17 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     let mode = if config.commit_per_payment { store::CommitMode::PerPayment } else { store::CommitMode::Group };
     let store = SqliteStore::open_with(&config.data_dir.join("tollstream.sqlite"), mode).await?;
-    let chain = EvmChain::connect(&config.rpc_url, Some(&wallet), config.contract).await?;
+    let rpc = RpcOptions { urls: config.rpc_url.clone(), timeout: Duration::from_secs_f64(config.rpc_timeout) };
+    let chain = EvmChain::connect_with(&rpc, Some(&wallet), config.contract).await?;
+    let now = chain.now().await?;
     let keys = KeyStore::new(config.keys_dir());
     let streams = streams::StreamCatalog::load(&config.media_dir(), &config.streams, &keys, config.window_seconds)?;
     if config.window_price.is_zero() {
         return Err(ServerError::Config("--window-price must be positive".into()));
     }
-    Ok(AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown))
+    let state = AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown);
+    state.clock.set(now);
+    Ok(state)
 }
 
 /// Serves `state` on every listener until `shutdown` resolves (or one
@@ -102,7 +110,23 @@ pub async fn run(
         return Err(ServerError::Config("nothing to listen on".into()));
     }
     let token = state.shutdown.clone();
-    let settlement = settle::Settlement::new(state.store.clone(), state.chain.clone(), state.metrics.clone());
+    let watcher = confirmations::ChainWatcher {
+        chain: state.chain.clone(),
+        store: state.store.clone(),
+        opens: state.opens.clone(),
+        clock: state.clock.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let watcher = tokio::spawn(watcher.run(token.clone()));
+    let manager = TxManager::new(state.chain.clone(), state.tx_policy).map_err(ServerError::from)?;
+    let settlement = settle::Settlement::new(
+        state.store.clone(),
+        state.chain.clone(),
+        Arc::new(manager),
+        state.opens.clone(),
+        state.metrics.clone(),
+        state.log_range_blocks,
+    );
     let worker = tokio::spawn(settlement.run(state.settle_interval, token.clone()));
     let app = app(state.clone());
     let signal = tokio::spawn({
@@ -142,8 +166,10 @@ pub async fn run(
     if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
         tracing::warn!("streaming tasks still running after 10 s; exiting anyway");
     }
-    // A close in flight is recorded; the next start sees it through.
+    // A close in flight is recorded; the next start sees it through, so
+    // neither task waits for the chain.
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(()),

@@ -21,6 +21,26 @@ pub struct Metrics {
     pub settlement_failures: IntCounter,
     /// Wei of server money lost to refunds of channels never closed.
     pub wei_lost_to_refunds: Gauge,
+    /// The payee wallet's balance, in wei.
+    pub payee_balance_wei: Gauge,
+    /// Wei of gas that closing every channel owing the server takes at
+    /// today's fees.
+    pub close_gas_needed_wei: Gauge,
+    /// 1 while the payee's balance covers less than twice that.
+    pub payee_gas_low: IntGauge,
+    /// Closes re-signed at the same nonce with higher fees.
+    pub close_fee_bumps: IntCounter,
+    /// Mined closes that a reorg removed (and that were sent again).
+    pub closes_reorged: IntCounter,
+    /// Closes abandoned because another transaction used their nonce.
+    pub closes_nonce_taken: IntCounter,
+    /// Channels whose `open` a reorg removed.
+    pub channels_dropped: IntCounter,
+    /// Closes waiting at the fee cap in the last settlement pass.
+    pub closes_at_fee_cap: IntGauge,
+    /// Chain reads or sends that failed for want of an answer (refused or
+    /// timed out).
+    pub chain_errors: IntCounter,
 }
 
 impl Metrics {
@@ -50,9 +70,48 @@ impl Metrics {
                 "Wei of server balance refunded to clients because a channel expired unclosed",
             )
             .expect("valid"),
+            payee_balance_wei: Gauge::new("tollstream_payee_balance_wei", "Balance of the payee wallet, in wei")
+                .expect("valid"),
+            close_gas_needed_wei: Gauge::new(
+                "tollstream_close_gas_needed_wei",
+                "Wei of gas needed to close every channel owing the server at today's fees",
+            )
+            .expect("valid"),
+            payee_gas_low: IntGauge::new(
+                "tollstream_payee_gas_low",
+                "1 while the payee wallet holds less than twice the gas its closes need",
+            )
+            .expect("valid"),
+            close_fee_bumps: IntCounter::new(
+                "tollstream_close_fee_bumps_total",
+                "Closes re-signed at the same nonce with higher fees",
+            )
+            .expect("valid"),
+            closes_reorged: IntCounter::new("tollstream_closes_reorged_total", "Mined closes removed by a reorg")
+                .expect("valid"),
+            closes_nonce_taken: IntCounter::new(
+                "tollstream_closes_nonce_taken_total",
+                "Closes abandoned because another transaction of the payee used their nonce",
+            )
+            .expect("valid"),
+            channels_dropped: IntCounter::new(
+                "tollstream_channels_dropped_total",
+                "Channels whose open transaction a reorg removed",
+            )
+            .expect("valid"),
+            closes_at_fee_cap: IntGauge::new(
+                "tollstream_closes_at_fee_cap",
+                "Closes waiting because the market asks more than --max-fee-per-gas",
+            )
+            .expect("valid"),
+            chain_errors: IntCounter::new(
+                "tollstream_chain_errors_total",
+                "Chain RPC calls that got no answer (refused or timed out)",
+            )
+            .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -61,6 +120,15 @@ impl Metrics {
             Box::new(metrics.channels_awaiting_settlement.clone()),
             Box::new(metrics.settlement_failures.clone()),
             Box::new(metrics.wei_lost_to_refunds.clone()),
+            Box::new(metrics.payee_balance_wei.clone()),
+            Box::new(metrics.close_gas_needed_wei.clone()),
+            Box::new(metrics.payee_gas_low.clone()),
+            Box::new(metrics.close_fee_bumps.clone()),
+            Box::new(metrics.closes_reorged.clone()),
+            Box::new(metrics.closes_nonce_taken.clone()),
+            Box::new(metrics.channels_dropped.clone()),
+            Box::new(metrics.closes_at_fee_cap.clone()),
+            Box::new(metrics.chain_errors.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -75,6 +143,11 @@ impl Metrics {
     /// Adds an amount of wei to a float gauge used as a counter.
     pub fn add_wei(gauge: &Gauge, amount: Amount) {
         gauge.add(f64::from(amount.0));
+    }
+
+    /// Sets a float gauge to an amount of wei.
+    pub fn set_wei(gauge: &Gauge, amount: tollstream_protocol::U256) {
+        gauge.set(f64::from(amount));
     }
 
     /// The Prometheus text exposition.

@@ -1,18 +1,21 @@
 //! What every handler shares.
 
 use crate::config::ServeConfig;
+use crate::confirmations::Opens;
 use crate::metrics::Metrics;
 use crate::socket::sessions::Sessions;
 use crate::store::Store;
 use crate::streams::StreamCatalog;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollstream_chain::{Chain, ChainError};
-use tollstream_protocol::{Amount, ChannelDomain, ServerInfo, SigningKey};
+use tollstream_chain::{Chain, ChainError, Policy};
+use tollstream_protocol::{
+    Amount, ChannelDomain, NATIVE_DECIMALS, NATIVE_SYMBOL, NATIVE_TOKEN, ServerInfo, SigningKey,
+};
 
 /// The server's shared state: one `Arc` to clone into every handler.
 #[derive(Clone)]
@@ -39,7 +42,16 @@ pub struct Inner {
     pub demo: Option<serde_json::Value>,
     /// Which client streams on which connection.
     pub sessions: Sessions,
-    pub clock: ChainClock,
+    /// The chain's time, refreshed by the chain watcher.
+    pub clock: Arc<ChainClock>,
+    /// Where each unconfirmed channel's `open` stands.
+    pub opens: Arc<Opens>,
+    /// `--unconfirmed-windows`: windows sold before an open is confirmed.
+    pub unconfirmed_windows: u64,
+    /// How closes are confirmed and re-priced.
+    pub tx_policy: Policy,
+    /// `--log-range-blocks`: the widest `eth_getLogs` range.
+    pub log_range_blocks: u64,
     /// Cancelled on shutdown; streaming tasks stop at their next wait.
     pub shutdown: CancellationToken,
     /// Every streaming task, so shutdown can wait for in-flight writes.
@@ -73,9 +85,27 @@ impl AppState {
             window_price: config.window_price,
             min_channel_seconds: config.min_channel_seconds,
             streams: streams.infos(),
+            confirmations: config.confirmations,
+            unconfirmed_windows: config.unconfirmed_windows,
+            settle_margin_seconds: Some(config.settle_margin),
+            pay_timeout_seconds: Some(config.pay_timeout),
+            // This server sells for the chain's native coin only.
+            token: NATIVE_TOKEN,
+            token_symbol: NATIVE_SYMBOL.to_owned(),
+            token_decimals: NATIVE_DECIMALS,
+            gasless_open: false,
+            token_domain: None,
         };
         AppState(Arc::new(Inner {
-            clock: ChainClock::new(chain.clone()),
+            clock: Arc::new(ChainClock::new()),
+            opens: Arc::new(Opens::new(config.confirmations, config.log_range_blocks)),
+            unconfirmed_windows: config.unconfirmed_windows,
+            tx_policy: Policy {
+                confirmations: config.confirmations,
+                resubmit_blocks: config.resubmit_blocks,
+                max_fee_per_gas: u128::try_from(config.max_fee_per_gas.0).unwrap_or(u128::MAX),
+            },
+            log_range_blocks: config.log_range_blocks,
             store,
             chain,
             domain,
@@ -97,53 +127,51 @@ impl AppState {
     }
 }
 
-/// The chain's clock, read at most every few seconds: expiry checks run on
-/// every `latestState`, `play` and `pay`, and an RPC round trip for each
-/// would put the node on the hot path. Only one caller at a time refreshes
-/// it; the others extrapolate the last reading meanwhile, so thousands of
-/// sessions never stampede the node together.
+/// The chain's clock: the latest block's timestamp as last read by the
+/// chain watcher, advanced by local time since. Expiry checks run on every
+/// `latestState`, `play` and `pay`; reading the clock never waits for the
+/// node, so a slow or hung RPC endpoint never stalls a payment.
+#[derive(Default)]
 pub struct ChainClock {
-    chain: Arc<dyn Chain>,
     last: Mutex<Option<(u64, Instant)>>,
-    refreshing: AtomicBool,
 }
 
 impl ChainClock {
-    const REFRESH: Duration = Duration::from_secs(2);
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-    fn new(chain: Arc<dyn Chain>) -> Self {
-        ChainClock { chain, last: Mutex::new(None), refreshing: AtomicBool::new(false) }
+    /// Records a reading of the chain's time (unix seconds).
+    pub fn set(&self, chain_time: u64) {
+        *self.last.lock().expect("clock lock") = Some((chain_time, Instant::now()));
     }
 
     /// The chain's current time in unix seconds: the last reading plus the
-    /// time since, refreshed when older than two seconds.
+    /// local time since.
     ///
     /// # Errors
-    /// When the chain cannot be read and there is no earlier reading.
-    pub async fn now(&self) -> Result<u64, ChainError> {
-        let cached = *self.last.lock().expect("clock lock");
-        let extrapolated = cached.map(|(chain_time, at)| chain_time + at.elapsed().as_secs());
-        if let Some((_, at)) = cached
-            && at.elapsed() < Self::REFRESH
-            && let Some(now) = extrapolated
-        {
-            return Ok(now);
-        }
-        // Someone else is reading the chain right now: use the estimate.
-        if let Some(now) = extrapolated
-            && self.refreshing.swap(true, Ordering::AcqRel)
-        {
-            return Ok(now);
-        }
-        let result = self.chain.now().await;
-        self.refreshing.store(false, Ordering::Release);
-        match result {
-            Ok(chain_time) => {
-                *self.last.lock().expect("clock lock") = Some((chain_time, Instant::now()));
-                Ok(chain_time)
-            }
-            // A stale reading advanced by local time beats failing.
-            Err(error) => extrapolated.ok_or(error),
-        }
+    /// `Unavailable` before the first reading.
+    pub fn now(&self) -> Result<u64, ChainError> {
+        let last = *self.last.lock().expect("clock lock");
+        last.map(|(chain_time, at)| chain_time + at.elapsed().as_secs())
+            .ok_or_else(|| ChainError::Unavailable("the chain's time has not been read yet".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_extrapolates_the_last_reading_without_asking_the_chain() {
+        let clock = ChainClock::new();
+        assert!(clock.now().is_err(), "no reading yet");
+        clock.set(1_000);
+        assert_eq!(clock.now().unwrap(), 1_000);
+        tokio::time::advance(Duration::from_secs(42)).await;
+        assert_eq!(clock.now().unwrap(), 1_042);
+        // A new reading replaces the estimate, even one behind it.
+        clock.set(1_030);
+        assert_eq!(clock.now().unwrap(), 1_030);
     }
 }

@@ -5,17 +5,22 @@ use anyhow::{Context, bail};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tollstream_chain::EvmChain;
+use tollstream_chain::{Chain, EvmChain, Policy, TxManager};
 use tollstream_protocol::{Address, B256};
+use tollstream_server::confirmations::Opens;
 use tollstream_server::metrics::Metrics;
 use tollstream_server::settle::Settlement;
-use tollstream_server::store::{ChannelStatus, SqliteStore, Store, StoredChannel};
+use tollstream_server::store::{ChannelStatus, CloseRecord, SqliteStore, Store, StoredChannel};
 
 #[derive(Debug, Args)]
 pub struct ChannelsArgs {
     /// The server's data directory.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     data_dir: PathBuf,
+    /// JSON-RPC endpoint of the chain, to count the confirmations of
+    /// mined closes (without it, the block they were mined in is shown).
+    #[arg(long)]
+    rpc_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -26,6 +31,15 @@ pub struct SettleArgs {
     /// JSON-RPC endpoint of the chain.
     #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
     rpc_url: String,
+    /// How deep a close must be to count (as `serve --confirmations`).
+    #[arg(long, env = "TOLLSTREAM_CONFIRMATIONS", default_value_t = 10)]
+    confirmations: u64,
+    /// The highest `maxFeePerGas` paid for a close, in wei.
+    #[arg(long, env = "TOLLSTREAM_MAX_FEE_PER_GAS", default_value = "200000000000")]
+    max_fee_per_gas: u128,
+    /// How long to wait for each close to be confirmed, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait: u64,
     /// The channel registry contract.
     #[arg(long, env = "TOLLSTREAM_CONTRACT")]
     contract: Address,
@@ -48,17 +62,35 @@ async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
 }
 
 pub async fn list(args: ChannelsArgs) -> anyhow::Result<()> {
-    let channels = open_store(&args.data_dir).await?.list().await?;
+    let store = open_store(&args.data_dir).await?;
+    let channels = store.list().await?;
     if channels.is_empty() {
         println!("no channels");
         return Ok(());
     }
     println!(
-        "{:<18} {:<14} {:>24} {:>24} {:>6} {:<9} {:>12} {:<18}",
-        "CHANNEL", "CLIENT", "DEPOSIT", "SERVER BALANCE", "SEQ", "STATUS", "EXPIRES", "CLOSE TX"
+        "{:<18} {:<14} {:>24} {:>24} {:>6} {:<9} {:<9} {:>12} {:<18} {:>6} {:>8} {:>16} {:>13}",
+        "CHANNEL",
+        "CLIENT",
+        "DEPOSIT",
+        "SERVER BALANCE",
+        "SEQ",
+        "STATUS",
+        "OPEN",
+        "EXPIRES",
+        "CLOSE TX",
+        "NONCE",
+        "ATTEMPTS",
+        "MAX FEE (WEI)",
+        "CONFIRMATIONS"
     );
+    let head = match &args.rpc_url {
+        Some(url) => Some(EvmChain::connect(url, None, Address::ZERO).await?.head().await?.number),
+        None => None,
+    };
     for channel in &channels {
-        println!("{}", row(channel));
+        let close = store.close_record(&channel.state.channel_id).await?;
+        println!("{}", row(channel, close.as_ref(), head));
     }
     Ok(())
 }
@@ -67,19 +99,35 @@ fn short(text: &str) -> String {
     if text.len() > 16 { format!("{}…{}", &text[..10], &text[text.len() - 5..]) } else { text.to_owned() }
 }
 
-fn row(channel: &StoredChannel) -> String {
+/// One line of the listing; `head` (the latest block, when the chain was
+/// given) counts a mined close's confirmations.
+fn row(channel: &StoredChannel, close: Option<&CloseRecord>, head: Option<u64>) -> String {
     let state = &channel.state;
     let deposit = state.deposit().map(|d| d.to_string()).unwrap_or_default();
+    let dash = || "-".to_owned();
+    let nonce = close.and_then(|c| c.attempts.last()).map_or_else(dash, |a| a.nonce.to_string());
+    let attempts = close.map_or_else(dash, |c| c.attempts.len().to_string());
+    let fee = close.and_then(|c| c.attempts.last()).map_or_else(dash, |a| a.fees.max_fee_per_gas.to_string());
+    let confirmations = match (close.and_then(|c| c.mined), head) {
+        (Some(mined), Some(head)) => (head + 1).saturating_sub(mined.block).to_string(),
+        (Some(mined), None) => format!("mined@{}", mined.block),
+        (None, _) => dash(),
+    };
     format!(
-        "{:<18} {:<14} {:>24} {:>24} {:>6} {:<9} {:>12} {:<18}",
+        "{:<18} {:<14} {:>24} {:>24} {:>6} {:<9} {:<9} {:>12} {:<18} {:>6} {:>8} {:>16} {:>13}",
         short(&format!("{:#x}", state.channel_id)),
         short(&state.client_wallet_address.to_checksum(None)),
         deposit,
         state.server_balance.to_string(),
         state.client_sequence_number,
         channel.status.to_string(),
+        channel.open_state.as_str(),
         channel.expires_at,
         channel.close_tx.map(|tx| short(&format!("{tx:#x}"))).unwrap_or_else(|| "-".into()),
+        nonce,
+        attempts,
+        fee,
+        confirmations,
     )
 }
 
@@ -91,7 +139,13 @@ pub async fn settle(args: SettleArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot reach the chain at {}", args.rpc_url))?,
     );
-    let mut settlement = Settlement::new(store.clone(), chain, Metrics::new());
+    let policy =
+        Policy { confirmations: args.confirmations, resubmit_blocks: 3, max_fee_per_gas: args.max_fee_per_gas };
+    let manager = Arc::new(TxManager::new(chain.clone(), policy)?);
+    // `settle` closes channels whose open the server already holds: the
+    // server only stores channels it found on chain.
+    let opens = Arc::new(Opens::new(1, 2_000));
+    let mut settlement = Settlement::new(store.clone(), chain, manager, opens, Metrics::new(), 2_000);
     let chosen: Vec<StoredChannel> = match (&args.channel, args.all) {
         (Some(id), _) => vec![store.channel(id).await?.with_context(|| format!("no channel {id:#x} in the store"))?],
         (None, true) => store
@@ -111,7 +165,7 @@ pub async fn settle(args: SettleArgs) -> anyhow::Result<()> {
     };
     let mut failed = 0;
     for channel in chosen {
-        match settlement.settle_now(&channel).await {
+        match settlement.settle_now(&channel, std::time::Duration::from_secs(args.wait)).await {
             Ok(outcome) => println!("{:#x}: {outcome:?}", channel.state.channel_id),
             Err(error) => {
                 failed += 1;

@@ -125,7 +125,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: vec![listener.local_addr()?],
         data_dir: data_dir.clone(),
         media_dir: None,
-        rpc_url: rpc_url.clone(),
+        rpc_url: vec![rpc_url.clone()],
+        rpc_timeout: 5.0,
+        // anvil mines each transaction at once and never reorgs: the
+        // latest block is final, so the demo sells at once.
+        confirmations: 1,
+        unconfirmed_windows: 0,
+        max_fee_per_gas: Amount::from(200_000_000_000u64),
+        resubmit_blocks: 3,
+        log_range_blocks: 2_000,
         contract,
         wallet_key_file: server_key_file,
         window_seconds: args.window_seconds,

@@ -147,6 +147,12 @@ impl ServerProcess {
             "--settle-interval".into(),
             options.settle_interval.to_string(),
         ];
+        // anvil with automine makes blocks only when transactions come:
+        // unless a test says otherwise, trust the latest block, as the demo
+        // does, so selling never waits for blocks nobody mines.
+        if !options.extra_args.iter().any(|arg| arg == "--confirmations") {
+            command.extend(["--confirmations".into(), "1".into()]);
+        }
         command.extend(options.extra_args.iter().cloned());
         let (child, urls) = spawn(&command, &data_dir);
         ServerProcess { child, url: urls[0].clone(), urls, data_dir, command, _dir: Some(dir) }

@@ -12,7 +12,7 @@ mod stop;
 mod streaming;
 
 use crate::state::AppState;
-use crate::store::{ChannelStatus, StoredChannel};
+use crate::store::{ChannelStatus, OpenState, StoredChannel};
 use socketioxide::extract::{SocketRef, State};
 use std::convert::Infallible;
 use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, event};
@@ -40,13 +40,17 @@ pub async fn on_connect(socket: SocketRef) {
     tracing::debug!(sid = %socket.id, "connected");
 }
 
-/// Whether `channel` can take payments now: open, not final, and not
-/// within the settlement margin of its expiry.
+/// Whether `channel` can take payments now: open, not final, its `open`
+/// not removed by a reorg, and not within the settlement margin of its
+/// expiry.
 ///
 /// # Errors
 /// `chain_unavailable` when the chain's time cannot be read.
 async fn is_active(state: &AppState, channel: &StoredChannel) -> Result<bool, ProtocolError> {
-    if channel.status != ChannelStatus::Open || channel.state.is_final() {
+    if channel.status != ChannelStatus::Open
+        || channel.state.is_final()
+        || state.opens.state(&channel.state.channel_id) == OpenState::Missing
+    {
         return Ok(false);
     }
     Ok(!is_expiring(state, channel).await?)
@@ -55,7 +59,7 @@ async fn is_active(state: &AppState, channel: &StoredChannel) -> Result<bool, Pr
 /// Whether the channel has reached its `settle_by`: from then on it is
 /// being settled, not streamed.
 async fn is_expiring(state: &AppState, channel: &StoredChannel) -> Result<bool, ProtocolError> {
-    let now = state.clock.now().await.map_err(ProtocolError::from)?;
+    let now = state.clock.now().map_err(ProtocolError::from)?;
     Ok(now >= channel.settle_by)
 }
 

@@ -3,8 +3,9 @@
 
 use super::{refused, reply};
 use crate::state::AppState;
+use crate::store::OpenState;
 use socketioxide::extract::{AckSender, State, TryData};
-use tollstream_chain::ChannelStatus as OnChainStatus;
+use tollstream_chain::{ChainError, ChannelStatus as OnChainStatus};
 use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, U256, check_opening_state};
 
 pub async fn handle(TryData(data): TryData<serde_json::Value>, ack: AckSender, State(state): State<AppState>) {
@@ -23,13 +24,25 @@ async fn new_channel(
         if stored.state.client_public_key != opening.client_public_key {
             return Err(ProtocolError::bad_request("that channel belongs to another client key"));
         }
+        // A reorg removed its open: announced again, it counts once the
+        // open is back on chain (PROTOCOL.md 1.1, "Confirmations").
+        if state.opens.state(&opening.channel_id) == OpenState::Missing {
+            let onchain = state.chain.channel(opening.channel_id).await.map_err(chain_error(&opening))?;
+            if onchain.status != OnChainStatus::Open {
+                return Err(refused(
+                    ErrorCode::UnknownChannel,
+                    "the channel's open is not on chain (a reorg removed it)",
+                ));
+            }
+            let (open, block) =
+                state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
+            state.store.set_open(&opening.channel_id, open, block).await?;
+            state.opens.track(opening.channel_id, open, block);
+        }
         return super::latest_view(state, stored).await;
     }
 
-    let onchain = state.chain.channel(opening.channel_id).await.map_err(|error| {
-        tracing::warn!(%error, channel = %opening.channel_id, "cannot read channel on chain");
-        ProtocolError::from(error)
-    })?;
+    let onchain = state.chain.channel(opening.channel_id).await.map_err(chain_error(&opening))?;
     match onchain.status {
         OnChainStatus::Open => {}
         OnChainStatus::None => {
@@ -64,7 +77,7 @@ async fn new_channel(
             format!("the deposit must be a whole positive number of windows of {price} wei"),
         ));
     }
-    let now = state.clock.now().await.map_err(ProtocolError::from)?;
+    let now = state.clock.now().map_err(ProtocolError::from)?;
     if onchain.expires_at < now.saturating_add(state.min_channel_seconds) {
         return Err(refused(
             ErrorCode::ChannelExpiring,
@@ -75,14 +88,29 @@ async fn new_channel(
         return Err(ProtocolError::bad_request("the channel was not opened by client_wallet_address"));
     }
 
+    // Accepted at once; until its open is deep enough, the streaming loop
+    // sells at most `--unconfirmed-windows` windows on it.
+    let (open, block) =
+        state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
     let settle_by = crate::settle::settle_by(onchain.expires_at, now, state.settle_margin);
-    let stored = state.store.insert_channel(&opening, onchain.expires_at, settle_by).await?;
+    let stored = state.store.insert_channel(&opening, onchain.expires_at, settle_by, open, block).await?;
+    state.opens.track(opening.channel_id, stored.open_state, stored.open_block);
     tracing::info!(
         channel = %opening.channel_id,
         client = %opening.client_public_key,
         deposit = %opening.client_balance,
         expires_at = onchain.expires_at,
+        open = open.as_str(),
         "channel announced"
     );
     super::latest_view(state, stored).await
+}
+
+/// Logs a failed chain read (with its cause) and tells the client only
+/// that the chain is unavailable.
+fn chain_error(opening: &ChannelState) -> impl Fn(ChainError) -> ProtocolError + '_ {
+    move |error| {
+        tracing::warn!(%error, channel = %opening.channel_id, "cannot read channel on chain");
+        ProtocolError::from(error)
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::{refused, reply};
 use crate::state::AppState;
-use crate::store::{StoreError, StoredChannel, Window};
+use crate::store::{OpenState, StoreError, StoredChannel, Window};
 use crate::streams::Stream;
 use socketioxide::AckError;
 use socketioxide::extract::SocketRef;
@@ -30,7 +30,7 @@ pub async fn run(
     if let Err(error) = stream_payments(&state, &socket, &client, &stream, from_segment, &cancel).await {
         // A cancelled session was replaced or stopped: nobody to tell.
         if !cancel.is_cancelled() {
-            reply::emit_error(&socket, &error);
+            reply::emit_error(&socket, &error.ending_session_of(client));
         }
     }
     state.metrics.active_streams.dec();
@@ -44,11 +44,16 @@ pub fn resend_secret(state: &AppState, socket: &SocketRef, channel: &StoredChann
         tracing::warn!(stream = %window.stream_id, "paid window of a stream no longer served");
         return;
     };
-    emit_secret(socket, stream, channel.state.client_sequence_number, window);
+    emit_secret(socket, stream, &channel.state, window);
 }
 
-fn emit_secret(socket: &SocketRef, stream: &Stream, sequence: u64, window: &Window) {
+/// Emits the keys of `window`, which the accepted `state` paid for.
+fn emit_secret(socket: &SocketRef, stream: &Stream, state: &ChannelState, window: &Window) {
+    let sequence = state.client_sequence_number;
     let secret = Secret {
+        // Names the channel, so that a client can tell a re-sent final
+        // secret of an older channel from one of its current channel.
+        channel_id: Some(state.channel_id),
         stream_id: stream.id.clone(),
         client_sequence_number: sequence,
         keys: stream.keys(window.first_segment, window.segment_count),
@@ -97,6 +102,9 @@ async fn stream_payments(
         if super::is_expiring(state, &channel).await? {
             return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));
         }
+        if !sellable(state, &channel.state, cancel).await? {
+            return Ok(());
+        }
         let window = Window {
             stream_id: stream.id.clone(),
             first_segment: next_segment,
@@ -117,6 +125,10 @@ async fn stream_payments(
         };
         let next = accept(state, &channel.state, answer).inspect_err(|error| state.metrics.refused(error.code))?;
 
+        // A reorg may have removed the open while the answer was coming.
+        if state.opens.state(&next.channel_id) == OpenState::Missing {
+            return Err(open_removed());
+        }
         // Durable before the keys leave: a crash after this line costs the
         // viewer nothing, since `play` re-sends this window's secret.
         match state.store.record_payment(&next, &window).await {
@@ -138,7 +150,7 @@ async fn stream_payments(
             server_balance = %next.server_balance,
             "payment accepted"
         );
-        emit_secret(socket, stream, next.client_sequence_number, &window);
+        emit_secret(socket, stream, &next, &window);
         let is_final = next.is_final();
         channel.state = next;
         channel.window = Some(window.clone());
@@ -186,4 +198,51 @@ fn accept(state: &AppState, stored: &ChannelState, answer: serde_json::Value) ->
     let next: ChannelState = decode(answer)?;
     check_successor(stored, &next, state.window_price, &state.domain)?;
     Ok(next)
+}
+
+fn open_removed() -> ProtocolError {
+    refused(ErrorCode::UnknownChannel, "the channel's open was removed from the chain by a reorg")
+}
+
+/// Waits until the next window may be sold on `channel` (PROTOCOL.md 1.1,
+/// "Confirmations"): at once on a confirmed open; on a pending one only
+/// while fewer than `--unconfirmed-windows` windows were sold (its sequence
+/// number counts them), checked against the chain first so that a reorg
+/// the watcher has not seen yet cannot sell a window; otherwise until the
+/// open is confirmed. `false` when the session ended meanwhile.
+///
+/// # Errors
+/// `unknown_channel` when the open is gone.
+async fn sellable(state: &AppState, channel: &ChannelState, cancel: &CancellationToken) -> Result<bool, ProtocolError> {
+    let id = channel.channel_id;
+    // The common case, a confirmed open, costs one map lookup.
+    if state.opens.state(&id) == OpenState::Confirmed {
+        return Ok(true);
+    }
+    let mut changes = state.opens.subscribe();
+    loop {
+        match state.opens.state(&id) {
+            OpenState::Confirmed => return Ok(true),
+            OpenState::Missing => return Err(open_removed()),
+            OpenState::Pending if channel.client_sequence_number < state.unconfirmed_windows => {
+                match state.chain.channel(id).await {
+                    Ok(onchain) if onchain.status == tollstream_chain::ChannelStatus::None => {
+                        if let Err(error) = state.opens.mark_missing(state.store.as_ref(), &state.metrics, id).await {
+                            tracing::error!(%error, channel = %id, "cannot record a removed open");
+                        }
+                        return Err(open_removed());
+                    }
+                    Ok(_) => return Ok(true),
+                    // Cannot tell: sell nothing on trust, look again soon.
+                    Err(error) => tracing::debug!(%error, channel = %id, "cannot check an unconfirmed open"),
+                }
+            }
+            OpenState::Pending => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }

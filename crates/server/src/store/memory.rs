@@ -49,13 +49,6 @@ struct ChannelRow {
     close_mined: Option<Inclusion>,
 }
 
-impl ChannelRow {
-    /// SQLite orders rows by `(created_at, rowid)`.
-    fn order(&self, rowid: usize) -> (i64, usize) {
-        (self.stored.created_at, rowid)
-    }
-}
-
 /// One row of `close_attempts`.
 #[derive(Debug)]
 struct AttemptRow {
@@ -96,28 +89,30 @@ impl Tables {
         self.by_id.get(id).map(|&rowid| &mut self.channels[rowid])
     }
 
-    /// Rowids of the channels that `keep` selects, by `(created_at, rowid)`.
+    /// Rowids of the channels that `keep` selects, in the order stored.
     fn ordered(&self, keep: impl Fn(usize, &ChannelRow) -> bool) -> Vec<usize> {
-        let mut rowids: Vec<usize> = (0..self.channels.len()).filter(|&i| keep(i, &self.channels[i])).collect();
-        rowids.sort_by_key(|&i| self.channels[i].order(i));
-        rowids
+        (0..self.channels.len()).filter(|&i| keep(i, &self.channels[i])).collect()
     }
 
     /// Whether the same client stored a channel after this one.
     fn superseded(&self, rowid: usize) -> bool {
         let row = &self.channels[rowid];
         let key = row.stored.state.client_public_key;
-        self.channels
-            .iter()
-            .enumerate()
-            .any(|(i, newer)| newer.stored.state.client_public_key == key && newer.order(i) > row.order(rowid))
+        self.channels.iter().skip(rowid + 1).any(|newer| newer.stored.state.client_public_key == key)
     }
 
-    /// `INSERT OR IGNORE INTO close_attempts`: a hash already recorded, for
-    /// any channel and abandoned or not, is left as it is.
+    /// `INSERT … ON CONFLICT (tx_hash) DO UPDATE`: a hash already recorded
+    /// (the same close signed again after an abandon) is live again.
     fn insert_attempt(&mut self, id: &B256, tx: &SignedTx, now: i64) {
-        if !self.attempts.iter().any(|attempt| attempt.tx.hash == tx.hash) {
-            self.attempts.push(AttemptRow { channel_id: *id, tx: tx.clone(), created_at: now, abandoned: false });
+        match self.attempts.iter_mut().find(|attempt| attempt.tx.hash == tx.hash) {
+            Some(attempt) => {
+                attempt.abandoned = false;
+                attempt.channel_id = *id;
+                attempt.created_at = now;
+            }
+            None => {
+                self.attempts.push(AttemptRow { channel_id: *id, tx: tx.clone(), created_at: now, abandoned: false })
+            }
         }
     }
 }

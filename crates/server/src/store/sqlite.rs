@@ -180,7 +180,11 @@ async fn insert_attempt(
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT OR IGNORE INTO close_attempts (tx_hash, channel_id, nonce, raw, created_at) VALUES (?, ?, ?, ?, ?)",
+        // Signing is deterministic: the same close signed again after an
+        // abandon has the same hash, and is live again.
+        "INSERT INTO close_attempts (tx_hash, channel_id, nonce, raw, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (tx_hash) DO UPDATE SET abandoned = 0, channel_id = excluded.channel_id, \
+         created_at = excluded.created_at",
     )
     .bind(hex(tx.hash.as_slice()))
     .bind(hex(id.as_slice()))
@@ -249,8 +253,10 @@ impl Store for SqliteStore {
         .bind(state.client_wallet_address.to_checksum(None))
         .bind(state.client_public_key.to_string())
         .bind(deposit.to_string())
-        .bind(expires_at as i64)
-        .bind(settle_by as i64)
+        // INTEGER is signed: a client may pick an expiry past i64::MAX,
+        // which is as good as never for the server.
+        .bind(expires_at.min(i64::MAX as u64) as i64)
+        .bind(settle_by.min(i64::MAX as u64) as i64)
         .bind(state.client_balance.to_string())
         .bind(state.server_balance.to_string())
         .bind(state.client_sequence_number as i64)
@@ -271,8 +277,7 @@ impl Store for SqliteStore {
     }
 
     async fn newest_for_client(&self, key: &PublicKey) -> Result<Option<StoredChannel>, StoreError> {
-        self.fetch_one_where("client_public_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", key.to_string())
-            .await
+        self.fetch_one_where("client_public_key = ? ORDER BY rowid DESC LIMIT 1", key.to_string()).await
     }
 
     async fn record_payment(&self, next: &ChannelState, window: &Window) -> Result<(), StoreError> {
@@ -287,7 +292,7 @@ impl Store for SqliteStore {
             "SELECT {COLUMNS} FROM channels AS c WHERE status IN ('final', 'closing') \
              OR (status = 'open' AND server_balance != '0' AND (settle_by <= ? OR EXISTS ( \
                  SELECT 1 FROM channels AS newer WHERE newer.client_public_key = c.client_public_key \
-                 AND (newer.created_at, newer.rowid) > (c.created_at, c.rowid)))) \
+                 AND newer.rowid > c.rowid))) \
              ORDER BY settle_by"
         );
         let rows = sqlx::query(&sql).bind(now as i64).fetch_all(&self.pool).await.map_err(db)?;
@@ -452,17 +457,28 @@ impl Store for SqliteStore {
     }
 
     async fn mark_refunded(&self, id: &B256) -> Result<Option<StoredChannel>, StoreError> {
-        let Some(before) = self.channel(id).await? else { return Ok(None) };
-        let result = sqlx::query(
-            "UPDATE channels SET status = 'refunded', updated_at = ? \
-             WHERE channel_id = ? AND status NOT IN ('closed', 'refunded')",
-        )
-        .bind(now_millis())
-        .bind(hex(id.as_slice()))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok((result.rows_affected() == 1).then_some(before))
+        // A compare-and-swap on the sequence read, so the channel returned
+        // (what the loss is counted from) is the one refunded, even if a
+        // payment lands in between.
+        loop {
+            let Some(before) = self.channel(id).await? else { return Ok(None) };
+            if matches!(before.status, ChannelStatus::Closed | ChannelStatus::Refunded) {
+                return Ok(None);
+            }
+            let result = sqlx::query(
+                "UPDATE channels SET status = 'refunded', updated_at = ? \
+                 WHERE channel_id = ? AND sequence = ? AND status NOT IN ('closed', 'refunded')",
+            )
+            .bind(now_millis())
+            .bind(hex(id.as_slice()))
+            .bind(before.state.client_sequence_number as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            if result.rows_affected() == 1 {
+                return Ok(Some(before));
+            }
+        }
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
@@ -487,7 +503,7 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self) -> Result<Vec<StoredChannel>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY created_at DESC, rowid DESC");
+        let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY rowid DESC");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(decode_row).collect()
     }
