@@ -46,8 +46,8 @@ impl PaymentWriter {
     pub async fn record(&self, next: &ChannelState, window: &Window) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
         let write = PaymentWrite { next: next.clone(), window: window.clone(), done };
-        self.queue.send(write).await.map_err(|_| StoreError::Database("the payment writer stopped".into()))?;
-        result.await.map_err(|_| StoreError::Database("the payment writer stopped".into()))?
+        self.queue.send(write).await.map_err(|_| StoreError::database_text("the payment writer stopped"))?;
+        result.await.map_err(|_| StoreError::database_text("the payment writer stopped"))?
     }
 }
 
@@ -66,7 +66,10 @@ async fn run(mut connection: SqliteConnection, mut requests: mpsc::Receiver<Paym
 async fn write_batch(connection: &mut SqliteConnection, batch: &[PaymentWrite]) -> Vec<Result<(), StoreError>> {
     let mut transaction = match connection.begin().await {
         Ok(transaction) => transaction,
-        Err(error) => return batch.iter().map(|_| Err(StoreError::Database(error.to_string()))).collect(),
+        Err(error) => {
+            let error = StoreError::database(error);
+            return batch.iter().map(|_| Err(error.clone())).collect();
+        }
     };
     let mut results = Vec::with_capacity(batch.len());
     for write in batch {
@@ -76,6 +79,9 @@ async fn write_batch(connection: &mut SqliteConnection, batch: &[PaymentWrite]) 
         Ok(()) => results,
         // Nothing of the batch is durable: every payment in it fails, and
         // no secret is released for any of them.
-        Err(error) => batch.iter().map(|_| Err(StoreError::Database(error.to_string()))).collect(),
+        Err(error) => {
+            let error = StoreError::database(error);
+            batch.iter().map(|_| Err(error.clone())).collect()
+        }
     }
 }

@@ -76,7 +76,7 @@ impl MemoryStore {
     /// `Database` when a thread panicked holding the lock: what it changed
     /// may be half done, as after a torn write.
     fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
-        self.tables.lock().map_err(|_| StoreError::Database("a writer panicked inside the memory store".into()))
+        self.tables.lock().map_err(|_| StoreError::database_text("a writer panicked inside the memory store"))
     }
 }
 

@@ -32,6 +32,7 @@ pub use sqlite::{CommitMode, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 use std::str::FromStr;
 use tollstream_chain::{BlockRef, Inclusion, SignedTx};
 use tollstream_protocol::{B256, ChannelState, ErrorCode, ProtocolError, PublicKey};
@@ -177,8 +178,20 @@ pub struct StoredChannel {
     pub created_at: i64,
 }
 
+impl StoreError {
+    /// A database failure caused by `error`.
+    pub fn database(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Database(Arc::new(error))
+    }
+
+    /// A database failure with no underlying error but `what`.
+    pub fn database_text(what: &str) -> Self {
+        StoreError::Database(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(what)))
+    }
+}
+
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The compare-and-swap failed: the stored state is no longer the one
     /// the payment succeeds (a concurrent payment won), or the channel is
@@ -187,8 +200,10 @@ pub enum StoreError {
     Conflict,
     #[error("no such channel")]
     NotFound,
+    /// The database failed; the cause is kept (shared, so one failed group
+    /// commit can answer every payment in it).
     #[error("database: {0}")]
-    Database(String),
+    Database(#[source] Arc<dyn std::error::Error + Send + Sync + 'static>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -40,7 +40,7 @@ const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, clien
 const STATUS_WITHOUT_CLOSE: &str = "CASE WHEN client_balance = '0' THEN 'final' ELSE 'open' END";
 
 pub(super) fn db(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+    StoreError::database(error)
 }
 
 fn now_millis() -> i64 {
@@ -76,7 +76,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+            .map_err(StoreError::database)?;
         let writer = match mode {
             CommitMode::Group => Some(PaymentWriter::spawn(options.connect().await.map_err(db)?)),
             CommitMode::PerPayment => None,
