@@ -65,12 +65,17 @@ pub struct Policy {
 /// What the chain shows now. Read `mined_nonce` *before* the receipts: a
 /// version mined between the two reads then shows as mined, never as a
 /// nonce taken by someone else.
+///
+/// `mined_nonce` is read at the confirmed height (`head − confirmations +
+/// 1`), so a close is abandoned only for a foreign transaction as deep as
+/// a close must be to count: one a reorg may still remove (or that a
+/// lagging endpoint reports alone) never makes a second close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
     /// The latest block number.
     pub head: u64,
-    /// The payee's transaction count at the latest block: nonces below it
-    /// are used.
+    /// The payee's transaction count at the confirmed height: nonces below
+    /// it are used for good.
     pub mined_nonce: u64,
     /// The receipt of whichever version is mined, if one is.
     pub receipt: Option<Inclusion>,

@@ -74,6 +74,12 @@ pub trait Chain: Send + Sync + 'static {
     /// `Unavailable`.
     async fn nonce(&self, account: Address) -> Result<u64, ChainError>;
 
+    /// `account`'s transaction count at block `block`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn nonce_at(&self, account: Address, block: u64) -> Result<u64, ChainError>;
+
     /// `account`'s balance in wei at the latest block.
     ///
     /// # Errors
@@ -401,6 +407,10 @@ impl Chain for EvmChain {
 
     async fn nonce(&self, account: Address) -> Result<u64, ChainError> {
         self.provider.get_transaction_count(account).latest().await.map_err(ChainError::from_transport)
+    }
+
+    async fn nonce_at(&self, account: Address, block: u64) -> Result<u64, ChainError> {
+        self.provider.get_transaction_count(account).number(block).await.map_err(ChainError::from_transport)
     }
 
     async fn balance(&self, account: Address) -> Result<U256, ChainError> {

@@ -400,6 +400,12 @@ impl Chain for MemoryChain {
         Ok(if account == self.payee { used_nonces(&state.blocks) } else { 0 })
     }
 
+    async fn nonce_at(&self, account: Address, block: u64) -> Result<u64, ChainError> {
+        let state = self.available()?;
+        let upto = state.blocks.len().min(block as usize + 1);
+        Ok(if account == self.payee { used_nonces(&state.blocks[..upto]) } else { 0 })
+    }
+
     async fn balance(&self, account: Address) -> Result<U256, ChainError> {
         let state = self.available()?;
         Ok(if account == self.payee { state.balance } else { U256::ZERO })

@@ -109,15 +109,16 @@ impl TxManager {
         Ok(Some((tx, sent)))
     }
 
-    /// Reads what the chain shows of `close` now: the wallet's used nonces
-    /// first, then the receipts of its versions (in that order, so a close
+    /// Reads what the chain shows of `close` now: the wallet's nonces used
+    /// at the confirmed height first, then the receipts of its versions (in that order, so a close
     /// mined between the reads is never taken for a foreign transaction).
     ///
     /// # Errors
     /// `Unavailable`.
     pub async fn observe(&self, close: &CloseTx) -> Result<Observation, ChainError> {
         let head = self.chain.head().await?.number;
-        let mined_nonce = self.chain.nonce(self.payee).await?;
+        let confirmed = (head + 1).saturating_sub(self.policy.confirmations.max(1));
+        let mined_nonce = self.chain.nonce_at(self.payee, confirmed).await?;
         let mut receipt = None;
         for attempt in close.attempts.iter().rev() {
             if let Some(found) = self.chain.receipt(attempt.hash).await? {
@@ -250,6 +251,11 @@ mod tests {
         let (tx, head) = start(&manager, &state).await;
         chain.mine_foreign_transaction();
         let close = as_close(&tx, head);
+        // Not before the foreign transaction is as deep as a close must be.
+        let seen = manager.observe(&close).await.unwrap();
+        assert_eq!(manager.decide(&close, &seen), Decision::Rebroadcast);
+        chain.mine();
+        chain.mine();
         let seen = manager.observe(&close).await.unwrap();
         assert_eq!(manager.decide(&close, &seen), Decision::NonceTaken);
         // Released, the nonce is not reused: the chain has used it.

@@ -604,6 +604,12 @@ async fn a_taken_nonce_is_given_up_and_the_next_closes(
 
     control.mine_foreign_transaction(tx.nonce, tx.fees).await;
     assert_eq!(chain.receipt(tx.hash).await.unwrap(), None);
+    // Given up only once the foreign transaction is as deep as a close
+    // must be to count (POLICY: two confirmations).
+    let seen = manager.observe(&close).await.unwrap();
+    assert_eq!((seen.mined_nonce, seen.receipt), (tx.nonce, None));
+    assert_eq!(manager.decide(&close, &seen), Decision::Rebroadcast);
+    control.mine().await;
     let seen = manager.observe(&close).await.unwrap();
     assert_eq!((seen.mined_nonce, seen.receipt), (tx.nonce + 1, None));
     assert_eq!(manager.decide(&close, &seen), Decision::NonceTaken);

@@ -90,6 +90,13 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     if config.window_price.is_zero() {
         return Err(ServerError::Config("--window-price must be positive".into()));
     }
+    // PROTOCOL.md 1.1: a freshly accepted channel must be active.
+    if config.settle_margin >= config.min_channel_seconds {
+        return Err(ServerError::Config(format!(
+            "--settle-margin ({} s) must be less than --min-channel-seconds ({} s)",
+            config.settle_margin, config.min_channel_seconds
+        )));
+    }
     let state = AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown);
     state.clock.set(now);
     Ok(state)

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub channels_dropped: IntCounter,
     /// Closes waiting at the fee cap in the last settlement pass.
     pub closes_at_fee_cap: IntGauge,
+    /// Closes mined but not yet `--confirmations` deep in the last pass.
+    pub closes_mined_unconfirmed: IntGauge,
     /// Chain reads or sends that failed for want of an answer (refused or
     /// timed out).
     pub chain_errors: IntCounter,
@@ -104,6 +106,11 @@ impl Metrics {
                 "Closes waiting because the market asks more than --max-fee-per-gas",
             )
             .expect("valid"),
+            closes_mined_unconfirmed: IntGauge::new(
+                "tollstream_closes_mined_unconfirmed",
+                "Closes mined but not yet --confirmations deep",
+            )
+            .expect("valid"),
             chain_errors: IntCounter::new(
                 "tollstream_chain_errors_total",
                 "Chain RPC calls that got no answer (refused or timed out)",
@@ -111,7 +118,7 @@ impl Metrics {
             .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -128,6 +135,7 @@ impl Metrics {
             Box::new(metrics.closes_nonce_taken.clone()),
             Box::new(metrics.channels_dropped.clone()),
             Box::new(metrics.closes_at_fee_cap.clone()),
+            Box::new(metrics.closes_mined_unconfirmed.clone()),
             Box::new(metrics.chain_errors.clone()),
         ];
         for collector in collectors {

@@ -44,11 +44,11 @@ pub const CLOSE_GAS: u64 = 70_000;
 const GAS_MARGIN: u64 = 2;
 
 /// The chain time from which a channel is settled rather than streamed:
-/// `expires_at` less the margin, which is `margin` or a tenth of the
-/// lifetime left at `now`, whichever is larger.
-pub fn settle_by(expires_at: u64, now: u64, margin: u64) -> u64 {
-    let lifetime = expires_at.saturating_sub(now);
-    expires_at.saturating_sub(margin.max(lifetime / 10))
+/// `expires_at` less the settlement margin, in seconds (PROTOCOL.md 1.1:
+/// a channel is active while chain time is before
+/// `expiresAt − settle_margin_seconds`, the margin `publicKey` publishes).
+pub fn settle_by(expires_at: u64, margin: u64) -> u64 {
+    expires_at.saturating_sub(margin)
 }
 
 /// Why one channel could not be settled this time.
@@ -113,6 +113,8 @@ pub struct Settlement {
     restored: bool,
     /// Closes waiting at the fee cap in the current pass.
     at_cap: i64,
+    /// Closes mined but not yet deep enough, in the current pass.
+    mined_unconfirmed: i64,
     /// Whether the payee's lack of gas was already warned about.
     gas_low: bool,
 }
@@ -136,6 +138,7 @@ impl Settlement {
             backoff: HashMap::new(),
             restored: false,
             at_cap: 0,
+            mined_unconfirmed: 0,
             gas_low: false,
         }
     }
@@ -196,6 +199,7 @@ impl Settlement {
         }
         self.metrics.channels_awaiting_settlement.set(due.len() as i64);
         self.at_cap = 0;
+        self.mined_unconfirmed = 0;
         for channel in due {
             let id = channel.state.channel_id;
             if self.backoff.get(&id).is_some_and(|(_, next)| Instant::now() < *next) {
@@ -220,6 +224,7 @@ impl Settlement {
             }
         }
         self.metrics.closes_at_fee_cap.set(self.at_cap);
+        self.metrics.closes_mined_unconfirmed.set(self.mined_unconfirmed);
     }
 
     fn failed(&self, error: &ChainError) {
@@ -384,11 +389,15 @@ impl Settlement {
                 Ok(None)
             }
             Decision::Mined(inclusion) => {
+                self.mined_unconfirmed += 1;
                 self.store.record_close_mined(&id, Some(&inclusion)).await?;
                 tracing::info!(channel = %id, tx = %inclusion.tx, block = inclusion.block, "close mined; awaiting confirmations");
                 Ok(Some(Settled::Pending))
             }
-            Decision::Wait => Ok(Some(Settled::Pending)),
+            Decision::Wait => {
+                self.mined_unconfirmed += 1;
+                Ok(Some(Settled::Pending))
+            }
             Decision::Reorged => {
                 self.metrics.closes_reorged.inc();
                 tracing::warn!(channel = %id, tx = ?record.mined.map(|m| m.tx), "a reorg removed the mined close; sending it again");
@@ -573,13 +582,11 @@ mod tests {
     const PRICE: u64 = 100;
 
     #[test]
-    fn the_margin_is_an_hour_or_a_tenth_of_the_lifetime() {
-        // A day-long channel: 10% is 8640 s, more than an hour.
-        assert_eq!(settle_by(1_000_000 + 86_400, 1_000_000, 3_600), 1_000_000 + 86_400 - 8_640);
-        // A five-hour channel: an hour is more than 10%.
-        assert_eq!(settle_by(18_000, 0, 3_600), 14_400);
-        // Already inside the margin: due now.
-        assert_eq!(settle_by(100, 50, 3_600), 0);
+    fn a_channel_is_settled_from_its_expiry_less_the_published_margin() {
+        assert_eq!(settle_by(1_000_000 + 86_400, 3_600), 1_000_000 + 82_800);
+        // Whatever the lifetime: a year-long channel too.
+        assert_eq!(settle_by(31_536_000, 3_600), 31_532_400);
+        assert_eq!(settle_by(100, 3_600), 0);
     }
 
     /// The in-memory store and chain, and the settlement worker over them;
@@ -737,6 +744,10 @@ mod tests {
         let (mut settlement, metrics) = world.settlement();
         settlement.pass().await;
         world.chain.mine_foreign_transaction();
+        settlement.pass().await;
+        assert_eq!(metrics.closes_nonce_taken.get(), 0, "a foreign transaction counts once it is deep");
+        world.chain.mine();
+        world.chain.mine();
         settlement.pass().await;
         assert_eq!(metrics.closes_nonce_taken.get(), 1);
         assert_eq!(world.nonces_sent_for(spent.channel_id), vec![0, 1], "closed again at a fresh nonce");

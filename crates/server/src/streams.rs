@@ -24,6 +24,22 @@ pub struct Stream {
     master: MasterSecret,
 }
 
+#[cfg(test)]
+impl Stream {
+    /// A keys-only stream of `segments` segments, `per_window` a window,
+    /// for tests of the pay loop's rules.
+    pub(crate) fn keys_only(id: &str, segments: u64, per_window: u64) -> Stream {
+        Stream {
+            id: id.to_owned(),
+            title: id.to_owned(),
+            segment_count: segments,
+            segments_per_window: per_window,
+            files: None,
+            master: MasterSecret([7; 32]),
+        }
+    }
+}
+
 /// Where a packaged stream's files are. Only these names are ever served,
 /// so no request path is joined onto the file system.
 #[derive(Debug, Clone)]

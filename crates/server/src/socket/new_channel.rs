@@ -92,7 +92,7 @@ async fn new_channel(
     // sells at most `--unconfirmed-windows` windows on it.
     let (open, block) =
         state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
-    let settle_by = crate::settle::settle_by(onchain.expires_at, now, state.settle_margin);
+    let settle_by = crate::settle::settle_by(onchain.expires_at, state.settle_margin);
     let stored = state.store.insert_channel(&opening, onchain.expires_at, settle_by, open, block).await?;
     state.opens.track(opening.channel_id, stored.open_state, stored.open_block);
     tracing::info!(

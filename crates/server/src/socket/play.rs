@@ -5,7 +5,7 @@ use super::ack_requested::AckRequested;
 use super::sessions::Session;
 use super::{refused, reply, streaming};
 use crate::state::AppState;
-use crate::store::ChannelStatus;
+use crate::store::{ChannelStatus, OpenState};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use tollstream_protocol::{Empty, ErrorCode, PlayRequest, ProtocolError, verify_play};
 
@@ -46,6 +46,14 @@ async fn play(
     }
     if channel.status != ChannelStatus::Open {
         return Err(refused(ErrorCode::ChannelNotOpen, "the channel is closed"));
+    }
+    // PROTOCOL.md 1.1: nothing is sold on a channel whose open a reorg
+    // removed, until it is announced again once back on chain.
+    if state.opens.state(&channel.state.channel_id) == OpenState::Missing {
+        return Err(refused(
+            ErrorCode::UnknownChannel,
+            "the channel's open was removed from the chain by a reorg; announce it again once it is mined",
+        ));
     }
     if super::is_expiring(state, &channel).await? {
         return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));

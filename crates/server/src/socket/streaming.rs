@@ -81,12 +81,9 @@ async fn stream_payments(
         .ok_or_else(|| refused(ErrorCode::UnknownChannel, "the channel disappeared"))?;
     resend_secret(state, socket, &channel);
 
-    // Resuming inside the window already paid for continues after it, so
-    // no window is paid twice.
-    let mut next_segment = match &channel.window {
-        Some(w) if w.stream_id == stream.id && (w.first_segment..w.end()).contains(&from_segment) => w.end(),
-        _ => from_segment,
-    };
+    // The window whose secret was just re-sent: it is never sold again.
+    let resent = channel.window.clone();
+    let mut next_segment = from_segment;
 
     let mut ticker = tokio::time::interval(state.window);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -95,9 +92,9 @@ async fn stream_payments(
             _ = cancel.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        if next_segment >= stream.segment_count {
+        let Some(window) = next_window(stream, next_segment, resent.as_ref()) else {
             return Err(refused(ErrorCode::StreamEnded, "the stream has no more segments"));
-        }
+        };
         // Past `settle_by` the channel is being closed: no more payments.
         if super::is_expiring(state, &channel).await? {
             return Err(refused(ErrorCode::ChannelExpiring, "the channel is about to expire; open a new channel"));
@@ -105,11 +102,6 @@ async fn stream_payments(
         if !sellable(state, &channel.state, cancel).await? {
             return Ok(());
         }
-        let window = Window {
-            stream_id: stream.id.clone(),
-            first_segment: next_segment,
-            segment_count: stream.segments_per_window.min(stream.segment_count - next_segment),
-        };
         let request = PayRequest {
             channel_id: channel.state.channel_id,
             client_sequence_number: channel.state.client_sequence_number + 1,
@@ -200,6 +192,29 @@ fn accept(state: &AppState, stored: &ChannelState, answer: serde_json::Value) ->
     Ok(next)
 }
 
+/// The window to sell from segment `next` of `stream`: `segments_per_window`
+/// segments, fewer at the stream's end, and never a segment of `resent`,
+/// the channel's latest paid window, whose keys the client already has
+/// (PROTOCOL.md, `play`): a window starting inside it starts after it, and
+/// one running into it stops where it begins. `None` past the end.
+fn next_window(stream: &Stream, next: u64, resent: Option<&Window>) -> Option<Window> {
+    let resent = resent.filter(|w| w.stream_id == stream.id);
+    let first = match resent {
+        Some(w) if (w.first_segment..w.end()).contains(&next) => w.end(),
+        _ => next,
+    };
+    if first >= stream.segment_count {
+        return None;
+    }
+    let mut count = stream.segments_per_window.min(stream.segment_count - first);
+    if let Some(w) = resent
+        && first < w.first_segment
+    {
+        count = count.min(w.first_segment - first);
+    }
+    Some(Window { stream_id: stream.id.clone(), first_segment: first, segment_count: count })
+}
+
 fn open_removed() -> ProtocolError {
     refused(ErrorCode::UnknownChannel, "the channel's open was removed from the chain by a reorg")
 }
@@ -244,5 +259,44 @@ async fn sellable(state: &AppState, channel: &ChannelState, cancel: &Cancellatio
             _ = changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(segments: u64, per_window: u64) -> Stream {
+        Stream::keys_only("demo", segments, per_window)
+    }
+
+    fn window(first: u64, count: u64) -> Window {
+        Window { stream_id: "demo".into(), first_segment: first, segment_count: count }
+    }
+
+    #[test]
+    fn windows_follow_from_segment_and_stop_at_the_end() {
+        let s = stream(10, 3);
+        assert_eq!(next_window(&s, 0, None), Some(window(0, 3)));
+        assert_eq!(next_window(&s, 8, None), Some(window(8, 2)));
+        assert_eq!(next_window(&s, 10, None), None);
+    }
+
+    #[test]
+    fn the_latest_paid_window_is_never_sold_again() {
+        let s = stream(20, 3);
+        let paid = window(6, 3);
+        // Resuming inside it continues after it.
+        assert_eq!(next_window(&s, 7, Some(&paid)), Some(window(9, 3)));
+        // Running into it stops where it begins; the next one skips it.
+        assert_eq!(next_window(&s, 4, Some(&paid)), Some(window(4, 2)));
+        assert_eq!(next_window(&s, 6, Some(&paid)), Some(window(9, 3)));
+        // Before it, clear of it, it is sold again in full.
+        assert_eq!(next_window(&s, 0, Some(&paid)), Some(window(0, 3)));
+        // Another stream's window changes nothing.
+        let other = Window { stream_id: "other".into(), ..paid };
+        assert_eq!(next_window(&s, 7, Some(&other)), Some(window(7, 3)));
+        // A paid last window: nothing after it.
+        assert_eq!(next_window(&s, 18, Some(&window(18, 2))), None);
     }
 }

@@ -32,8 +32,8 @@ pub use sqlite::{CommitMode, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use tollstream_chain::{BlockRef, Inclusion, SignedTx};
 use tollstream_protocol::{B256, ChannelState, ErrorCode, ProtocolError, PublicKey};
 

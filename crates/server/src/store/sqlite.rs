@@ -73,10 +73,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(db)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(StoreError::database)?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(StoreError::database)?;
         let writer = match mode {
             CommitMode::Group => Some(PaymentWriter::spawn(options.connect().await.map_err(db)?)),
             CommitMode::PerPayment => None,
@@ -295,7 +292,7 @@ impl Store for SqliteStore {
                  AND newer.rowid > c.rowid))) \
              ORDER BY settle_by"
         );
-        let rows = sqlx::query(&sql).bind(now as i64).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query(&sql).bind(now.min(i64::MAX as u64) as i64).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(decode_row).collect()
     }
 
