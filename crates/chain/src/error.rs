@@ -68,13 +68,52 @@ impl ChainError {
 
 impl From<ChainError> for ProtocolError {
     /// A client hears only that the chain is unavailable or the request is
-    /// internal trouble; the node's text stays in the server's log.
+    /// internal trouble; the node's text, with its causes, goes to the
+    /// server's log here.
     fn from(error: ChainError) -> Self {
         match error {
             ChainError::Unavailable(_) => {
+                tracing::warn!(error = %causes(&error), "chain unavailable; answered as chain_unavailable");
                 ProtocolError::new(ErrorCode::ChainUnavailable, "the chain cannot be reached; try again later")
             }
-            _ => ProtocolError::new(ErrorCode::Internal, "the chain request failed"),
+            _ => {
+                tracing::error!(error = %causes(&error), "chain failure answered as internal");
+                ProtocolError::new(ErrorCode::Internal, "the chain request failed")
+            }
         }
+    }
+}
+
+/// An error and every cause under it, `outer: inner: innermost`, for logs.
+/// Causes whose text the outer message already contains are left out.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Refused(#[source] std::io::Error);
+
+    #[test]
+    fn an_outage_keeps_every_cause_for_the_log_and_tells_the_client_only_the_code() {
+        let error = ChainError::Unavailable(Box::new(Refused(std::io::Error::other("os error 111"))));
+        assert_eq!(causes(&error), "chain RPC unavailable: connection refused: os error 111");
+        let told = ProtocolError::from(error);
+        assert_eq!(told.code, ErrorCode::ChainUnavailable);
+        assert!(!told.message.contains("111"));
     }
 }

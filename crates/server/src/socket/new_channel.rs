@@ -106,11 +106,11 @@ async fn new_channel(
     super::latest_view(state, stored).await
 }
 
-/// Logs a failed chain read (with its cause) and tells the client only
-/// that the chain is unavailable.
+/// Names the channel whose chain read failed; the conversion logs the
+/// cause and tells the client only that the chain is unavailable.
 fn chain_error(opening: &ChannelState) -> impl Fn(ChainError) -> ProtocolError + '_ {
     move |error| {
-        tracing::warn!(%error, channel = %opening.channel_id, "cannot read channel on chain");
+        tracing::debug!(channel = %opening.channel_id, "cannot read channel on chain");
         ProtocolError::from(error)
     }
 }

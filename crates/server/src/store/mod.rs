@@ -209,15 +209,18 @@ pub enum StoreError {
 }
 
 impl From<StoreError> for ProtocolError {
-    /// The client learns only what it can act on; the database's own words
-    /// stay in the server's log.
+    /// The client learns only what it can act on; the database's own words,
+    /// with their causes, go to the server's log here.
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict => {
                 ProtocolError::new(ErrorCode::StaleSequence, "the channel advanced concurrently; ask latestState")
             }
             StoreError::NotFound => ProtocolError::new(ErrorCode::UnknownChannel, "no such channel"),
-            _ => ProtocolError::new(ErrorCode::Internal, "the server could not store the request"),
+            StoreError::Database(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %tollstream_chain::error::causes(&error), "store failure answered as internal");
+                ProtocolError::new(ErrorCode::Internal, "the server could not store the request")
+            }
         }
     }
 }
