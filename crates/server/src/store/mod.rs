@@ -1,5 +1,6 @@
 //! Durable channel storage behind a trait: SQLite by default
-//! ([`SqliteStore`]); the trait is what a PostgreSQL store implements.
+//! ([`SqliteStore`]), PostgreSQL when several server processes share one
+//! database ([`PgStore`]). [`open`] picks one from a database URL.
 //!
 //! The store keeps, per channel, the latest accepted state and the window it
 //! paid for. A payment is written with a compare-and-swap on the sequence
@@ -12,26 +13,39 @@
 //! - `mod.rs`: the [`Store`] trait and the types it speaks.
 //! - `sqlite.rs`: [`SqliteStore`], the real store; its SQL is the reference
 //!   semantics of the trait. Schema in `migrations/`.
+//! - `postgres.rs`: [`PgStore`], the same SQL on PostgreSQL. Schema in
+//!   `migrations_postgres/`.
+//! - `sql.rs`: what the two share: the row a channel is decoded from, and
+//!   how values are written as text.
 //! - `group_commit.rs`: the writer that commits concurrent payments in one
-//!   transaction ([`CommitMode::Group`]).
+//!   transaction ([`CommitMode::Group`]), on either database.
+//! - `testing.rs` (feature `test-postgres`): a throwaway PostgreSQL server
+//!   for tests, this crate's and others'.
 //! - `memory.rs`: [`MemoryStore`], the test double: the same semantics in
 //!   plain collections, no I/O and no durability, for unit tests of server
 //!   logic (under a paused clock, say). Never for serving.
 //! - `tests.rs`: one suite, written once against `&dyn Store` and run on
-//!   every backend (SQLite in both commit modes, memory), so the double
-//!   cannot drift from the real store; plus the SQLite-only tests.
+//!   every backend (SQLite and PostgreSQL in both commit modes, memory),
+//!   so no backend can drift from the others; plus the tests of what only
+//!   a file or a server does.
 
 mod group_commit;
 mod memory;
+mod postgres;
+mod sql;
 mod sqlite;
+#[cfg(feature = "test-postgres")]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use sqlite::{CommitMode, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use tollstream_chain::{BlockRef, Inclusion, SignedTx};
@@ -206,6 +220,9 @@ pub enum StoreError {
     Database(#[source] Arc<dyn std::error::Error + Send + Sync + 'static>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A database URL that names no store this server has.
+    #[error("bad database URL: {0}")]
+    BadUrl(String),
 }
 
 impl From<StoreError> for ProtocolError {
@@ -217,7 +234,7 @@ impl From<StoreError> for ProtocolError {
                 ProtocolError::new(ErrorCode::StaleSequence, "the channel advanced concurrently; ask latestState")
             }
             StoreError::NotFound => ProtocolError::new(ErrorCode::UnknownChannel, "no such channel"),
-            StoreError::Database(_) | StoreError::Corrupt(_) => {
+            StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::BadUrl(_) => {
                 tracing::error!(error = %tollstream_chain::error::causes(&error), "store failure answered as internal");
                 ProtocolError::new(ErrorCode::Internal, "the server could not store the request")
             }
@@ -349,4 +366,117 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database` or `Corrupt`.
     async fn list(&self) -> Result<Vec<StoredChannel>, StoreError>;
+}
+
+/// Where a store lives, as a database URL says: `sqlite://PATH` (or
+/// `sqlite:PATH`) for a file, `postgres://…` or `postgresql://…` for a
+/// PostgreSQL database shared by several servers.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file; a relative path is relative to the working directory.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL, passed on as written (it may carry a
+    /// password: [`Display`](fmt::Display) hides it).
+    Postgres(String),
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = StoreError;
+
+    /// # Errors
+    /// `BadUrl` when the scheme is none of the above, a SQLite URL has no
+    /// path, or a PostgreSQL URL does not parse. The message never repeats
+    /// the URL, which may hold a password.
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Parsed now, so a malformed URL is refused before any use.
+            sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("not a PostgreSQL URL: {e}")))?;
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(StoreError::BadUrl("sqlite:// needs the database file's path".into()));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split_once(':').map_or("none", |(scheme, _)| scheme);
+        Err(StoreError::BadUrl(format!(
+            "unknown scheme {scheme:?}: use postgres://USER@HOST/DATABASE or sqlite://PATH"
+        )))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// The URL with any password replaced by `***`, fit for a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// `scheme://user:secret@host/…` as `scheme://user:***@host/…`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl DatabaseUrl {
+    /// Opens the store for a server: creates the SQLite file or connects
+    /// to PostgreSQL, and applies the migrations.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or migrated.
+    pub async fn open(&self, mode: CommitMode) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open_with(path, mode).await?),
+            DatabaseUrl::Postgres(url) => Arc::new(PgStore::open_with(url, mode).await?),
+        })
+    }
+
+    /// Opens an existing store for reading only, as a tool looking at a
+    /// live server's store does: nothing is created or migrated, and every
+    /// write fails with `Database`.
+    ///
+    /// # Errors
+    /// When the store does not exist or cannot be reached.
+    pub async fn open_read_only(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open_read_only(path).await?),
+            DatabaseUrl::Postgres(url) => Arc::new(PgStore::open_read_only(url).await?),
+        })
+    }
+}
+
+/// Opens the store at `url` (see [`DatabaseUrl`]) for a server.
+///
+/// # Errors
+/// `BadUrl` when `url` names no store; otherwise as [`DatabaseUrl::open`].
+pub async fn open(url: &str, mode: CommitMode) -> Result<Arc<dyn Store>, StoreError> {
+    url.parse::<DatabaseUrl>()?.open(mode).await
+}
+
+/// Opens the existing store at `url` for reading only.
+///
+/// # Errors
+/// `BadUrl` when `url` names no store; otherwise as
+/// [`DatabaseUrl::open_read_only`].
+pub async fn open_read_only(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    url.parse::<DatabaseUrl>()?.open_read_only().await
 }

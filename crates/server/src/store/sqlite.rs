@@ -1,13 +1,14 @@
 //! The SQLite store: one file in the server's data directory, WAL mode,
 //! `synchronous = FULL` so a committed payment survives a power cut.
 
-use super::group_commit::PaymentWriter;
+use super::group_commit::{PaymentSql, PaymentWriter};
+use super::sql::{COLUMNS, ChannelRow, STATUS_WITHOUT_CLOSE, db, decode_raw, hex, now_millis, parse_b256};
 use super::{ChannelStatus, CloseRecord, OpenState, Store, StoreError, StoredChannel, Window};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{ConnectOptions, Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection, SqlitePool};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tollstream_chain::{BlockRef, Inclusion, SignedTx};
 use tollstream_protocol::{Amount, B256, ChannelState, PublicKey};
 
@@ -28,27 +29,6 @@ pub enum CommitMode {
     Group,
     /// Every payment is a transaction (and an fsync) of its own.
     PerPayment,
-}
-
-const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
-     expires_at, settle_by, client_balance, server_balance, sequence, signature, window_stream, \
-     window_first_segment, window_segment_count, status, close_tx, close_nonce, open_state, open_block, \
-     open_block_hash, created_at";
-
-/// The status a channel returns to when a close is abandoned: derived from
-/// its state, so it need not be remembered.
-const STATUS_WITHOUT_CLOSE: &str = "CASE WHEN client_balance = '0' THEN 'final' ELSE 'open' END";
-
-pub(super) fn db(error: sqlx::Error) -> StoreError {
-    StoreError::database(error)
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    format!("0x{}", alloy_primitives::hex::encode(bytes))
 }
 
 impl SqliteStore {
@@ -75,7 +55,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(db)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(StoreError::database)?;
         let writer = match mode {
-            CommitMode::Group => Some(PaymentWriter::spawn(options.connect().await.map_err(db)?)),
+            CommitMode::Group => Some(PaymentWriter::spawn::<Sqlite>(options.connect().await.map_err(db)?, options)),
             CommitMode::PerPayment => None,
         };
         Ok(SqliteStore { pool, writer })
@@ -95,79 +75,9 @@ impl SqliteStore {
 
     async fn fetch_one_where(&self, clause: &str, value: String) -> Result<Option<StoredChannel>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM channels WHERE {clause}");
-        let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await.map_err(db)?;
-        row.as_ref().map(decode_row).transpose()
+        let row: Option<ChannelRow> = sqlx::query_as(&sql).bind(value).fetch_optional(&self.pool).await.map_err(db)?;
+        row.map(ChannelRow::decode).transpose()
     }
-}
-
-fn decode_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
-    let text = |name: &str| -> Result<String, StoreError> { row.try_get::<String, _>(name).map_err(db) };
-    let corrupt = |name: &str, why: String| StoreError::Corrupt(format!("{name}: {why}"));
-    let parse_hex_field =
-        |name: &str| -> Result<serde_json::Value, StoreError> { Ok(serde_json::Value::String(text(name)?)) };
-
-    // Decode through the wire types, so the store accepts exactly what the
-    // protocol accepts.
-    let state_json = serde_json::json!({
-        "channel_id": parse_hex_field("channel_id")?,
-        "channel_address": parse_hex_field("channel_address")?,
-        "client_wallet_address": parse_hex_field("client_wallet_address")?,
-        "client_public_key": parse_hex_field("client_public_key")?,
-        "client_balance": text("client_balance")?,
-        "server_balance": text("server_balance")?,
-        "client_sequence_number": row.try_get::<i64, _>("sequence").map_err(db)?,
-        "client_signature": text("signature")?,
-    });
-    let state: ChannelState = tollstream_protocol::decode(state_json).map_err(|e| corrupt("state", e.message))?;
-    let window = match row.try_get::<Option<String>, _>("window_stream").map_err(db)? {
-        Some(stream_id) => Some(Window {
-            stream_id,
-            first_segment: row.try_get::<i64, _>("window_first_segment").map_err(db)? as u64,
-            segment_count: row.try_get::<i64, _>("window_segment_count").map_err(db)? as u64,
-        }),
-        None => None,
-    };
-    let close_tx = match row.try_get::<Option<String>, _>("close_tx").map_err(db)? {
-        Some(tx) => Some(
-            tollstream_protocol::encoding::parse_hex::<32>(&tx, "close_tx")
-                .map(B256::from)
-                .map_err(|e| corrupt("close_tx", e))?,
-        ),
-        None => None,
-    };
-    let open_block = match (
-        row.try_get::<Option<i64>, _>("open_block").map_err(db)?,
-        row.try_get::<Option<String>, _>("open_block_hash").map_err(db)?,
-    ) {
-        (Some(number), Some(hash)) => {
-            Some(BlockRef { number: number as u64, hash: parse_b256(&hash, "open_block_hash")? })
-        }
-        _ => None,
-    };
-    Ok(StoredChannel {
-        state,
-        window,
-        expires_at: row.try_get::<i64, _>("expires_at").map_err(db)? as u64,
-        settle_by: row.try_get::<i64, _>("settle_by").map_err(db)? as u64,
-        status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
-        open_state: text("open_state")?.parse().map_err(|e| corrupt("open_state", e))?,
-        open_block,
-        close_tx,
-        close_nonce: row.try_get::<Option<i64>, _>("close_nonce").map_err(db)?.map(|n| n as u64),
-        created_at: row.try_get::<i64, _>("created_at").map_err(db)?,
-    })
-}
-
-fn parse_b256(text: &str, name: &str) -> Result<B256, StoreError> {
-    tollstream_protocol::encoding::parse_hex::<32>(text, name)
-        .map(B256::from)
-        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
-}
-
-fn decode_raw(text: &str) -> Result<SignedTx, StoreError> {
-    let raw = alloy_primitives::hex::decode(text.trim_start_matches("0x"))
-        .map_err(|e| StoreError::Corrupt(format!("close_attempts.raw: {e}")))?;
-    SignedTx::decode(&raw).map_err(|e| StoreError::Corrupt(format!("close_attempts.raw: {e}")))
 }
 
 async fn insert_attempt(
@@ -196,7 +106,7 @@ async fn insert_attempt(
 
 /// The compare-and-swap that stores a payment: `next` replaces the stored
 /// state only if that is its predecessor and the channel is open.
-pub(super) async fn update_payment<'e, E: sqlx::SqliteExecutor<'e>>(
+async fn update_payment<'e, E: sqlx::SqliteExecutor<'e>>(
     executor: E,
     next: &ChannelState,
     window: &Window,
@@ -223,6 +133,17 @@ pub(super) async fn update_payment<'e, E: sqlx::SqliteExecutor<'e>>(
     .await
     .map_err(db)?;
     if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+}
+
+#[async_trait]
+impl PaymentSql for Sqlite {
+    async fn update_payment(
+        connection: &mut SqliteConnection,
+        next: &ChannelState,
+        window: &Window,
+    ) -> Result<(), StoreError> {
+        update_payment(connection, next, window).await
+    }
 }
 
 #[async_trait]
@@ -292,8 +213,9 @@ impl Store for SqliteStore {
                  AND newer.rowid > c.rowid))) \
              ORDER BY settle_by"
         );
-        let rows = sqlx::query(&sql).bind(now.min(i64::MAX as u64) as i64).fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<ChannelRow> =
+            sqlx::query_as(&sql).bind(now.min(i64::MAX as u64) as i64).fetch_all(&self.pool).await.map_err(db)?;
+        rows.into_iter().map(ChannelRow::decode).collect()
     }
 
     async fn set_open(&self, id: &B256, open: OpenState, block: Option<BlockRef>) -> Result<(), StoreError> {
@@ -501,7 +423,7 @@ impl Store for SqliteStore {
 
     async fn list(&self) -> Result<Vec<StoredChannel>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM channels ORDER BY rowid DESC");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<ChannelRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.into_iter().map(ChannelRow::decode).collect()
     }
 }

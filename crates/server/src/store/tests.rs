@@ -1,10 +1,16 @@
 //! One suite for every [`Store`]: each test body is written once against
 //! `&dyn Store` and instantiated (by `every_backend!` at the end) for
-//! SQLite in both commit modes and for the in-memory double, so a backend
-//! that drifts from the others fails here. Tests of what only a file can
-//! do (reopening, read-only access) follow the suite.
+//! SQLite and PostgreSQL in both commit modes and for the in-memory
+//! double, so a backend that drifts from the others fails here. Tests of
+//! what only a file or a server can do (reopening, read-only access,
+//! several servers on one database) follow the suite. PostgreSQL tests
+//! each get a fresh database on one throwaway server (`store::testing`).
 
-use super::{ChannelStatus, CommitMode, MemoryStore, OpenState, SqliteStore, Store, StoreError, StoredChannel, Window};
+use super::testing::create_database;
+use super::{
+    ChannelStatus, CommitMode, DatabaseUrl, MemoryStore, OpenState, PgStore, SqliteStore, Store, StoreError,
+    StoredChannel, Window,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tempfile::TempDir;
@@ -384,6 +390,7 @@ async fn concurrent_payments_keep_their_own_compare_and_swap(store: Arc<dyn Stor
 #[derive(Clone, Copy)]
 enum Kind {
     Sqlite(CommitMode),
+    Postgres(CommitMode),
     Memory,
 }
 
@@ -402,6 +409,10 @@ impl Backend {
                 let store = SqliteStore::open_with(&dir.path().join("t.sqlite"), mode).await.unwrap();
                 Backend { store: Arc::new(store), _dir: Some(dir) }
             }
+            Kind::Postgres(mode) => {
+                let store = PgStore::open_with(&create_database().await, mode).await.unwrap();
+                Backend { store: Arc::new(store), _dir: None }
+            }
             Kind::Memory => Backend { store: Arc::new(MemoryStore::new()), _dir: None },
         }
     }
@@ -414,6 +425,8 @@ macro_rules! every_backend {
     (borrowed: [$($name:ident),* $(,)?], shared: [$($shared:ident),* $(,)?] $(,)?) => {
         every_backend!(@one sqlite_group_commit, Kind::Sqlite(CommitMode::Group), [$($name),*], [$($shared),*]);
         every_backend!(@one sqlite_per_payment, Kind::Sqlite(CommitMode::PerPayment), [$($name),*], [$($shared),*]);
+        every_backend!(@one postgres_group_commit, Kind::Postgres(CommitMode::Group), [$($name),*], [$($shared),*]);
+        every_backend!(@one postgres_per_payment, Kind::Postgres(CommitMode::PerPayment), [$($name),*], [$($shared),*]);
         every_backend!(@one memory, Kind::Memory, [$($name),*], [$($shared),*]);
     };
     (@one $backend:ident, $kind:expr, [$($name:ident),*], [$($shared:ident),*]) => {
@@ -504,5 +517,157 @@ mod sqlite_only {
         assert!(matches!(reader.record_payment(&pay(&one), &window(1)).await, Err(StoreError::Database(_))));
         assert_eq!(stored(&writer, &first).await.state, one);
         assert_eq!(writer.cursor("events").await.unwrap(), None);
+    }
+}
+
+// What only a PostgreSQL server does.
+
+mod postgres_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_committed_payment_and_close_survive_reconnecting() {
+        for mode in [CommitMode::Group, CommitMode::PerPayment] {
+            let url = create_database().await;
+            let first = opening(6, 9, 5);
+            let one = pay(&first);
+            let close = signed_close(&one, 2, 100).await;
+            {
+                let store = PgStore::open_with(&url, mode).await.unwrap();
+                insert(&store, &first, 900).await;
+                store.record_payment(&one, &window(0)).await.unwrap();
+                store.record_close(&first.channel_id, 1, &close, 3).await.unwrap();
+                store.set_cursor("events", 4).await.unwrap();
+            }
+            // Migrating an up-to-date database again changes nothing.
+            let store = PgStore::open_with(&url, mode).await.unwrap();
+            let reopened = stored(&store, &first).await;
+            assert_eq!(
+                (reopened.state, reopened.window, reopened.status),
+                (one, Some(window(0)), ChannelStatus::Closing)
+            );
+            let record = store.close_record(&first.channel_id).await.unwrap().unwrap();
+            assert_eq!((record.sequence, record.attempts, record.signed_at_block), (1, vec![close], 3), "{mode:?}");
+            assert_eq!(store.cursor("events").await.unwrap(), Some(4));
+        }
+    }
+
+    #[tokio::test]
+    async fn read_only_opening_reads_and_writes_nothing() {
+        let url = create_database().await;
+        let first = opening(6, 9, 5);
+        let writer = PgStore::open(&url).await.unwrap();
+        insert(&writer, &first, 900).await;
+        let reader = PgStore::open_read_only(&url).await.unwrap();
+        assert_eq!(ids(reader.list().await.unwrap()), [first.channel_id]);
+        // A payment the live server stores meanwhile is seen.
+        let one = pay(&first);
+        writer.record_payment(&one, &window(0)).await.unwrap();
+        assert_eq!(stored(&reader, &first).await.state, one);
+
+        assert!(matches!(reader.set_cursor("events", 1).await, Err(StoreError::Database(_))));
+        assert!(matches!(reader.record_payment(&pay(&one), &window(1)).await, Err(StoreError::Database(_))));
+        assert_eq!(stored(&writer, &first).await.state, one);
+        assert_eq!(writer.cursor("events").await.unwrap(), None);
+
+        // A database never migrated is not migrated by a reader.
+        let empty = PgStore::open_read_only(&create_database().await).await.unwrap();
+        assert!(matches!(empty.list().await, Err(StoreError::Database(_))));
+    }
+
+    /// Two servers, each with its own pool and group-commit writer, take
+    /// payments on the same channels at once: exactly one payment of each
+    /// pair is stored, whichever server took it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_on_one_database_keep_the_compare_and_swap() {
+        let url = create_database().await;
+        let servers: [Arc<dyn Store>; 2] =
+            [Arc::new(PgStore::open(&url).await.unwrap()), Arc::new(PgStore::open(&url).await.unwrap())];
+        let channels: Vec<ChannelState> = (0..100u16)
+            .map(|n| {
+                let mut id = [0u8; 32];
+                id[..2].copy_from_slice(&n.to_be_bytes());
+                signed_opening(&key(8), B256::from(id), 1_000)
+            })
+            .collect();
+        for channel in &channels {
+            servers[0].insert_channel(channel, 10_000, 9_000, OpenState::Confirmed, None).await.unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for channel in &channels {
+            for (server, amount) in servers.iter().zip([100u64, 200]) {
+                let (store, next) = (server.clone(), channel.pay(Amount::from(amount)).unwrap());
+                tasks.spawn(async move { (next.clone(), store.record_payment(&next, &window(0)).await) });
+            }
+        }
+        let mut won = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.unwrap() {
+                (next, Ok(())) => assert!(won.insert(next.channel_id, next).is_none(), "two payments won"),
+                (_, Err(StoreError::Conflict)) => {}
+                (_, Err(other)) => panic!("{other}"),
+            }
+        }
+        assert_eq!(won.len(), channels.len());
+        for (server, channel) in servers.iter().zip(&channels) {
+            assert_eq!(stored(&**server, channel).await.state, won[&channel.channel_id]);
+        }
+    }
+
+    #[tokio::test]
+    async fn open_picks_the_backend_from_the_url() {
+        let url = create_database().await;
+        let store = super::super::open(&url, CommitMode::Group).await.unwrap();
+        insert(&*store, &opening(1, 1, 2), 900).await;
+        let reader = super::super::open_read_only(&url.replacen("postgres://", "postgresql://", 1)).await.unwrap();
+        assert_eq!(reader.list().await.unwrap().len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let file = format!("sqlite://{}", path.display());
+        assert!(super::super::open_read_only(&file).await.is_err(), "a reader creates nothing");
+        let store = super::super::open(&file, CommitMode::PerPayment).await.unwrap();
+        insert(&*store, &opening(1, 1, 2), 900).await;
+        assert_eq!(super::super::open_read_only(&file).await.unwrap().list().await.unwrap().len(), 1);
+    }
+}
+
+mod urls {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn database_urls_parse_by_scheme() {
+        let parse = |url: &str| url.parse::<DatabaseUrl>();
+        assert_eq!(
+            parse("sqlite:///var/lib/t.sqlite").unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("/var/lib/t.sqlite"))
+        );
+        assert_eq!(parse("sqlite://t.sqlite").unwrap(), DatabaseUrl::Sqlite(PathBuf::from("t.sqlite")));
+        assert_eq!(parse("sqlite:t.sqlite").unwrap(), DatabaseUrl::Sqlite(PathBuf::from("t.sqlite")));
+        for url in ["postgres://u@db/tollstream", "postgresql://u:pw@db:5433/tollstream?sslmode=disable"] {
+            assert_eq!(parse(url).unwrap(), DatabaseUrl::Postgres(url.into()));
+        }
+        for bad in ["sqlite://", "mysql://u:secret@db/x", "/var/lib/t.sqlite", "", "postgres://u:secret@db:notaport/x"]
+        {
+            match parse(bad) {
+                Err(StoreError::BadUrl(why)) => assert!(!why.contains("secret"), "{why}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_displayed_url_hides_its_password() {
+        let shown = |url: &str| url.parse::<DatabaseUrl>().unwrap().to_string();
+        assert_eq!(
+            shown("postgres://u:secret@db:5433/t?sslmode=disable"),
+            "postgres://u:***@db:5433/t?sslmode=disable"
+        );
+        assert_eq!(shown("postgres://u@db/t"), "postgres://u@db/t");
+        assert_eq!(shown("postgresql://db/t"), "postgresql://db/t");
+        assert_eq!(shown("sqlite:///var/t.sqlite"), "sqlite:///var/t.sqlite");
+        let debug = format!("{:?}", "postgres://u:secret@db/t".parse::<DatabaseUrl>().unwrap());
+        assert!(!debug.contains("secret"), "{debug}");
     }
 }
