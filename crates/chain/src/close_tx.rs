@@ -79,6 +79,11 @@ pub struct Observation {
     pub mined_nonce: u64,
     /// The receipt of whichever version is mined, if one is.
     pub receipt: Option<Inclusion>,
+    /// Whether the node holds the newest version in its pool. Only a
+    /// version in a pool needs outbidding; one the node never took (the
+    /// wallet could not pay for it) or dropped is priced anew instead, so
+    /// fees never ratchet up while nothing is waiting.
+    pub in_pool: bool,
     /// What a new transaction would pay now.
     pub market: Fees,
 }
@@ -105,9 +110,12 @@ pub enum Decision {
     /// Not mined, still within the resubmission interval: send the newest
     /// version again (harmless if the node has it).
     Rebroadcast,
-    /// Not mined past the interval: sign again at the same nonce with
-    /// these fees, record, send.
+    /// Not mined past the interval, waiting in the pool: sign again at the
+    /// same nonce with these fees (12.5 % more), record, send.
     Bump(Fees),
+    /// Not mined past the interval and not in the pool: sign again at the
+    /// same nonce at the market's fees (held to the cap), record, send.
+    Reprice(Fees),
     /// Not mined past the interval, but a bump would pass the fee cap:
     /// send the newest version again and say that it waits at the cap.
     AtCap,
@@ -130,7 +138,7 @@ impl CloseTx {
     /// Decides the next step from what the chain shows now.
     pub fn step(&self, seen: &Observation, policy: &Policy) -> Decision {
         if let Some(receipt) = seen.receipt.filter(|r| self.is_ours(&r.tx)) {
-            let depth = (seen.head + 1).saturating_sub(receipt.block);
+            let depth = seen.head.saturating_add(1).saturating_sub(receipt.block);
             if depth >= policy.confirmations.max(1) {
                 return if receipt.success { Decision::Confirmed(receipt) } else { Decision::Reverted(receipt) };
             }
@@ -144,6 +152,16 @@ impl CloseTx {
         }
         if seen.head < self.signed_at_block.saturating_add(policy.resubmit_blocks) {
             return Decision::Rebroadcast;
+        }
+        if !seen.in_pool {
+            let fees = Fees::capped(seen.market, policy.max_fee_per_gas);
+            return if fees != self.latest().fees {
+                Decision::Reprice(fees)
+            } else if seen.market.max_fee_per_gas > policy.max_fee_per_gas {
+                Decision::AtCap
+            } else {
+                Decision::Rebroadcast
+            };
         }
         match self.latest().fees.bump(seen.market, policy.max_fee_per_gas) {
             Bump::To(fees) => Decision::Bump(fees),
@@ -172,7 +190,7 @@ mod tests {
     }
 
     fn seen(head: u64) -> Observation {
-        Observation { head, mined_nonce: 7, receipt: None, market: fees(100, 10) }
+        Observation { head, mined_nonce: 7, receipt: None, market: fees(100, 10), in_pool: true }
     }
 
     fn mined(tx: u8, block: u64, success: bool) -> Inclusion {
@@ -195,6 +213,22 @@ mod tests {
         let mut at_cap = close();
         at_cap.attempts.push(Attempt { hash: B256::repeat_byte(2), fees: fees(1_000, 20) });
         assert_eq!(at_cap.step(&over, &POLICY), Decision::AtCap);
+    }
+
+    #[test]
+    fn a_close_the_node_does_not_hold_is_priced_anew_not_outbid() {
+        // Never taken (no gas) while the market stayed put: sent again as is.
+        let dropped = Observation { in_pool: false, ..seen(60) };
+        assert_eq!(close().step(&dropped, &POLICY), Decision::Rebroadcast);
+        // The market moved, either way: priced at it, no 12.5 % ratchet.
+        let cheaper = Observation { in_pool: false, market: fees(80, 10), ..seen(60) };
+        assert_eq!(close().step(&cheaper, &POLICY), Decision::Reprice(fees(80, 10)));
+        let dearer = Observation { in_pool: false, market: fees(5_000, 10), ..seen(60) };
+        assert_eq!(close().step(&dearer, &POLICY), Decision::Reprice(fees(1_000, 10)));
+        // At the cap already: it waits there.
+        let mut capped = close();
+        capped.attempts.push(Attempt { hash: B256::repeat_byte(2), fees: fees(1_000, 10) });
+        assert_eq!(capped.step(&dearer, &POLICY), Decision::AtCap);
     }
 
     #[test]

@@ -100,8 +100,14 @@ pub trait Chain: Send + Sync + 'static {
     /// bad signature); `Unavailable`; `Other` without a wallet.
     async fn estimate_close(&self, state: &ChannelState) -> Result<u64, ChainError>;
 
-    /// Signs (does not send) the payee's `close` with `state` at `nonce`,
-    /// so it can be recorded before it is broadcast.
+    /// Signs (does not send) a transaction of the payee at `nonce`, so it
+    /// can be recorded before it is broadcast.
+    ///
+    /// # Errors
+    /// `Other` without a wallet.
+    async fn sign(&self, call: &PayeeCall, nonce: u64, gas_limit: u64, fees: Fees) -> Result<SignedTx, ChainError>;
+
+    /// Signs (does not send) the payee's `close` with `state` at `nonce`.
     ///
     /// # Errors
     /// `Other` without a wallet.
@@ -111,7 +117,21 @@ pub trait Chain: Send + Sync + 'static {
         nonce: u64,
         gas_limit: u64,
         fees: Fees,
-    ) -> Result<SignedTx, ChainError>;
+    ) -> Result<SignedTx, ChainError> {
+        self.sign(&PayeeCall::Registry(close_calldata(state)), nonce, gas_limit, fees).await
+    }
+
+    /// Reads a channel as it stood at block `block`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn channel_at(&self, id: B256, block: u64) -> Result<OnChainChannel, ChainError>;
+
+    /// Whether the node holds `tx` in its pool, waiting to be mined.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn is_pending(&self, tx: TxHash) -> Result<bool, ChainError>;
 
     /// Broadcasts a signed transaction; how the node took it.
     ///
@@ -134,6 +154,19 @@ pub trait Chain: Send + Sync + 'static {
         Ok(self.head().await?.timestamp)
     }
 }
+
+/// What a payee transaction does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayeeCall {
+    /// A call of the channel registry with this calldata (a close).
+    Registry(Bytes),
+    /// Nothing: a transfer of 0 wei to itself, which only uses up a nonce
+    /// (to fill a gap that would hold back every later transaction).
+    SelfTransfer,
+}
+
+/// Gas of a plain transfer.
+pub const TRANSFER_GAS: u64 = 21_000;
 
 /// A block of the canonical chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,13 +280,26 @@ impl EvmChain {
     }
 
     fn close_request(&self, state: &ChannelState) -> Result<TransactionRequest, ChainError> {
-        let from = NetworkWallet::<Ethereum>::default_signer_address(self.wallet()?);
-        Ok(TransactionRequest::default()
-            .with_from(from)
-            .with_to(self.contract)
-            .with_input(close_calldata(state))
-            .with_chain_id(self.chain_id))
+        payee_request(self.wallet()?, self.contract, self.chain_id, &PayeeCall::Registry(close_calldata(state)))
     }
+}
+
+/// The unsigned transaction of `call` from `wallet`.
+///
+/// # Errors
+/// Never today; kept fallible for wallets that may refuse.
+pub fn payee_request(
+    wallet: &EthereumWallet,
+    contract: Address,
+    chain_id: u64,
+    call: &PayeeCall,
+) -> Result<TransactionRequest, ChainError> {
+    let from = NetworkWallet::<Ethereum>::default_signer_address(wallet);
+    let request = TransactionRequest::default().with_from(from).with_chain_id(chain_id);
+    Ok(match call {
+        PayeeCall::Registry(input) => request.with_to(contract).with_input(input.clone()),
+        PayeeCall::SelfTransfer => request.with_to(from).with_value(U256::ZERO),
+    })
 }
 
 /// The calldata of the registry's `close` with `state`.
@@ -292,6 +338,20 @@ pub async fn sign_transaction(
     Ok(SignedTx { hash: *envelope.tx_hash(), raw: envelope.encoded_2718().into(), nonce, gas_limit, fees })
 }
 
+/// A registry entry as the server reads it.
+fn on_chain(entry: TollstreamChannels::channelsReturn) -> Result<OnChainChannel, ChainError> {
+    let status = ChannelStatus::from_u8(entry.status)
+        .ok_or_else(|| ChainError::Other(format!("unknown channel status {}", entry.status)))?;
+    Ok(OnChainChannel {
+        client: entry.client,
+        expires_at: entry.expiresAt,
+        status,
+        payee: entry.payee,
+        deposit: U256::from(entry.deposit),
+        signer: entry.signer,
+    })
+}
+
 /// A provider for `rpc_url` that fills gas, nonce and chain id, and signs
 /// with `wallet` when one is given.
 ///
@@ -327,17 +387,7 @@ impl Chain for EvmChain {
     }
 
     async fn channel(&self, id: B256) -> Result<OnChainChannel, ChainError> {
-        let entry = self.registry().channels(id).call().await.map_err(ChainError::from_contract)?;
-        let status = ChannelStatus::from_u8(entry.status)
-            .ok_or_else(|| ChainError::Other(format!("unknown channel status {}", entry.status)))?;
-        Ok(OnChainChannel {
-            client: entry.client,
-            expires_at: entry.expiresAt,
-            status,
-            payee: entry.payee,
-            deposit: U256::from(entry.deposit),
-            signer: entry.signer,
-        })
+        on_chain(self.registry().channels(id).call().await.map_err(ChainError::from_contract)?)
     }
 
     async fn head(&self) -> Result<Head, ChainError> {
@@ -428,14 +478,20 @@ impl Chain for EvmChain {
         Ok(gas + gas / 5)
     }
 
-    async fn sign_close(
-        &self,
-        state: &ChannelState,
-        nonce: u64,
-        gas_limit: u64,
-        fees: Fees,
-    ) -> Result<SignedTx, ChainError> {
-        sign_transaction(self.wallet()?, self.close_request(state)?, nonce, gas_limit, fees).await
+    async fn sign(&self, call: &PayeeCall, nonce: u64, gas_limit: u64, fees: Fees) -> Result<SignedTx, ChainError> {
+        let wallet = self.wallet()?;
+        sign_transaction(wallet, payee_request(wallet, self.contract, self.chain_id, call)?, nonce, gas_limit, fees)
+            .await
+    }
+
+    async fn channel_at(&self, id: B256, block: u64) -> Result<OnChainChannel, ChainError> {
+        let entry = self.registry().channels(id).block(block.into()).call().await;
+        on_chain(entry.map_err(ChainError::from_contract)?)
+    }
+
+    async fn is_pending(&self, tx: TxHash) -> Result<bool, ChainError> {
+        let found = self.provider.get_transaction_by_hash(tx).await.map_err(ChainError::from_transport)?;
+        Ok(found.is_some_and(|t| t.block_number.is_none()))
     }
 
     async fn send(&self, tx: &SignedTx) -> Result<Sent, ChainError> {

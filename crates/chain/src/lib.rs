@@ -39,7 +39,7 @@ pub use channel::{ChannelStatus, OnChainChannel};
 pub use close_tx::{Attempt, CloseTx, Decision, Inclusion, Observation, Policy};
 pub use contract::{TollstreamChannels, deploy};
 pub use error::ChainError;
-pub use evm::{BlockRef, Chain, ChannelEvent, EvmChain, Head, Sent, connect_provider, wallet_of};
+pub use evm::{BlockRef, Chain, ChannelEvent, EvmChain, Head, PayeeCall, Sent, connect_provider, wallet_of};
 pub use fees::Fees;
 pub use rpc::RpcOptions;
 pub use signed_tx::SignedTx;

@@ -9,12 +9,11 @@ use crate::channel::{ChannelStatus, OnChainChannel};
 use crate::close_tx::Inclusion;
 use crate::contract::TollstreamChannels;
 use crate::error::ChainError;
-use crate::evm::{BlockRef, Chain, ChannelEvent, Head, Sent, close_calldata, sign_transaction, wallet_of};
+use crate::evm::{BlockRef, Chain, ChannelEvent, Head, PayeeCall, Sent, payee_request, sign_transaction, wallet_of};
 use crate::fees::Fees;
 use crate::signed_tx::SignedTx;
-use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, TxHash, U256, keccak256};
-use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -64,6 +63,9 @@ struct State {
     sent: Vec<SignedTx>,
     /// Distinguishes blocks that replace others at the same height.
     forks: u64,
+    /// While set, `find_open` finds nothing, as an endpoint whose log
+    /// index lags its head.
+    hide_logs: bool,
 }
 
 /// The in-memory chain. Starts at block 0, time 1,000,000, base fee 1 gwei.
@@ -95,6 +97,7 @@ impl MemoryChain {
                 unavailable: false,
                 sent: Vec::new(),
                 forks: 0,
+                hide_logs: false,
             }),
             wallet: wallet_of(&key),
             payee: key.address(),
@@ -228,18 +231,39 @@ impl MemoryChain {
     }
 
     /// Removes the `open` of channel `id` from the chain, as a reorg that
-    /// does not include it again would.
-    pub fn drop_open(&self, id: B256) {
+    /// does not include it again would; returns it, for
+    /// [`include_open`](Self::include_open).
+    pub fn drop_open(&self, id: B256) -> Option<OnChainChannel> {
         let mut state = self.lock();
         state.forks += 1;
+        let mut removed = None;
         for block in &mut state.blocks {
-            block.effects.retain(|e| !matches!(e, Effect::Opened { id: opened, .. } if *opened == id));
+            block.effects.retain(|e| match e {
+                Effect::Opened { id: opened, channel } if *opened == id => {
+                    removed = Some(channel.clone());
+                    false
+                }
+                _ => true,
+            });
         }
         // Every block from the first changed one has a new hash.
         let forks = state.forks;
         for block in state.blocks.iter_mut().skip(1) {
             block.hash = keccak256([block.hash.as_slice(), &forks.to_be_bytes()].concat());
         }
+        removed
+    }
+
+    /// Mines the same `open` again in a new block, as a node does with a
+    /// transaction a reorg put back in its pool.
+    pub fn include_open(&self, id: B256, channel: OnChainChannel) {
+        self.mine_with(vec![Effect::Opened { id, channel }]);
+    }
+
+    /// While `lagging`, logs are not served (an endpoint whose log index
+    /// lags its head).
+    pub fn hide_logs(&self, lagging: bool) {
+        self.lock().hide_logs = lagging;
     }
 
     pub fn set_base_fee(&self, wei: u128) {
@@ -286,6 +310,17 @@ impl MemoryChain {
     fn available(&self) -> Result<std::sync::MutexGuard<'_, State>, ChainError> {
         let state = self.lock();
         if state.unavailable { Err(ChainError::Unavailable("the memory chain is down".into())) } else { Ok(state) }
+    }
+}
+
+fn never_opened() -> OnChainChannel {
+    OnChainChannel {
+        client: Address::ZERO,
+        expires_at: 0,
+        status: ChannelStatus::None,
+        payee: Address::ZERO,
+        deposit: U256::ZERO,
+        signer: Address::ZERO,
     }
 }
 
@@ -339,14 +374,7 @@ impl Chain for MemoryChain {
 
     async fn channel(&self, id: B256) -> Result<OnChainChannel, ChainError> {
         let state = self.available()?;
-        Ok(channels(&state.blocks).remove(&id).unwrap_or(OnChainChannel {
-            client: Address::ZERO,
-            expires_at: 0,
-            status: ChannelStatus::None,
-            payee: Address::ZERO,
-            deposit: U256::ZERO,
-            signer: Address::ZERO,
-        }))
+        Ok(channels(&state.blocks).remove(&id).unwrap_or_else(never_opened))
     }
 
     async fn head(&self) -> Result<Head, ChainError> {
@@ -361,6 +389,9 @@ impl Chain for MemoryChain {
 
     async fn find_open(&self, id: B256, from: u64, to: u64) -> Result<Option<BlockRef>, ChainError> {
         let state = self.available()?;
+        if state.hide_logs {
+            return Ok(None);
+        }
         Ok(state.blocks.iter().enumerate().skip(from as usize).take((to + 1).saturating_sub(from) as usize).find_map(
             |(number, block)| {
                 block
@@ -427,19 +458,19 @@ impl Chain for MemoryChain {
         }
     }
 
-    async fn sign_close(
-        &self,
-        state: &ChannelState,
-        nonce: u64,
-        gas_limit: u64,
-        fees: Fees,
-    ) -> Result<SignedTx, ChainError> {
-        let request = TransactionRequest::default()
-            .with_from(self.payee)
-            .with_to(self.contract)
-            .with_input(close_calldata(state))
-            .with_chain_id(self.chain_id());
+    async fn sign(&self, call: &PayeeCall, nonce: u64, gas_limit: u64, fees: Fees) -> Result<SignedTx, ChainError> {
+        let request = payee_request(&self.wallet, self.contract, self.chain_id(), call)?;
         sign_transaction(&self.wallet, request, nonce, gas_limit, fees).await
+    }
+
+    async fn channel_at(&self, id: B256, block: u64) -> Result<OnChainChannel, ChainError> {
+        let state = self.available()?;
+        let upto = state.blocks.len().min(usize::try_from(block).unwrap_or(usize::MAX).saturating_add(1));
+        Ok(channels(&state.blocks[..upto]).remove(&id).unwrap_or_else(never_opened))
+    }
+
+    async fn is_pending(&self, tx: TxHash) -> Result<bool, ChainError> {
+        Ok(self.available()?.pool.values().any(|pending| pending.hash == tx))
     }
 
     async fn send(&self, tx: &SignedTx) -> Result<Sent, ChainError> {

@@ -19,7 +19,7 @@
 
 use crate::close_tx::{CloseTx, Decision, Observation, Policy};
 use crate::error::ChainError;
-use crate::evm::{Chain, Sent};
+use crate::evm::{Chain, PayeeCall, Sent, TRANSFER_GAS};
 use crate::fees::Fees;
 use crate::signed_tx::SignedTx;
 use alloy::primitives::Address;
@@ -117,17 +117,23 @@ impl TxManager {
     /// `Unavailable`.
     pub async fn observe(&self, close: &CloseTx) -> Result<Observation, ChainError> {
         let head = self.chain.head().await?.number;
-        let confirmed = (head + 1).saturating_sub(self.policy.confirmations.max(1));
+        let confirmed = head.saturating_add(1).saturating_sub(self.policy.confirmations.max(1));
         let mined_nonce = self.chain.nonce_at(self.payee, confirmed).await?;
+        // No version can be mined while the nonce is unused at the latest
+        // block: a stuck close with many versions costs two calls, not one
+        // per version.
         let mut receipt = None;
-        for attempt in close.attempts.iter().rev() {
-            if let Some(found) = self.chain.receipt(attempt.hash).await? {
-                receipt = Some(found);
-                break;
+        if self.chain.nonce(self.payee).await? > close.nonce {
+            for attempt in close.attempts.iter().rev() {
+                if let Some(found) = self.chain.receipt(attempt.hash).await? {
+                    receipt = Some(found);
+                    break;
+                }
             }
         }
+        let in_pool = receipt.is_none() && self.chain.is_pending(close.latest().hash).await?;
         let market = self.chain.market_fees().await?;
-        Ok(Observation { head, mined_nonce, receipt, market })
+        Ok(Observation { head, mined_nonce, receipt, market, in_pool })
     }
 
     /// The next step for `close` given `seen`.
@@ -135,18 +141,42 @@ impl TxManager {
         close.step(seen, &self.policy)
     }
 
-    /// Signs `state`'s close again at the nonce of `close`, with `fees`
-    /// and the gas limit of `previous` (its newest version).
+    /// Signs `previous` (a close's newest version) again with `fees`: the
+    /// same call, nonce and gas limit, so every version closes with the
+    /// very state first recorded.
     ///
     /// # Errors
-    /// `Other` when signing fails.
-    pub async fn sign_replacement(
-        &self,
-        state: &ChannelState,
-        previous: &SignedTx,
-        fees: Fees,
-    ) -> Result<SignedTx, ChainError> {
-        self.chain.sign_close(state, previous.nonce, previous.gas_limit, fees).await
+    /// `Other` when signing fails or `previous` is not a registry call.
+    pub async fn sign_replacement(&self, previous: &SignedTx, fees: Fees) -> Result<SignedTx, ChainError> {
+        let call = PayeeCall::Registry(previous.input()?);
+        self.chain.sign(&call, previous.nonce, previous.gas_limit, fees).await
+    }
+
+    /// Fills every nonce gap below the closes in flight: a nonce that is
+    /// neither used on chain nor held by a recorded close (its close was
+    /// given up before it was ever mined, e.g. the channel was refunded)
+    /// would hold back every later close for good, so it gets a 0-wei
+    /// transfer to the payee itself at the market's fees. Returns the
+    /// fillers sent.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn fill_gaps(&self) -> Result<Vec<SignedTx>, ChainError> {
+        let in_flight = self.in_flight.lock().await.clone();
+        let Some(&highest) = in_flight.last() else { return Ok(Vec::new()) };
+        let used = self.chain.nonce(self.payee).await?;
+        let gaps: Vec<u64> = (used..highest).filter(|n| !in_flight.contains(n)).collect();
+        if gaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fees = Fees::capped(self.chain.market_fees().await?, self.policy.max_fee_per_gas);
+        let mut fillers = Vec::new();
+        for nonce in gaps {
+            let filler = self.chain.sign(&PayeeCall::SelfTransfer, nonce, TRANSFER_GAS, fees).await?;
+            self.chain.send(&filler).await?;
+            fillers.push(filler);
+        }
+        Ok(fillers)
     }
 
     /// Broadcasts a recorded transaction.
@@ -212,7 +242,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stuck_close_is_bumped_at_the_same_nonce_and_whichever_version_is_mined_counts() {
+    async fn a_dropped_close_is_priced_anew_at_the_same_nonce_and_whichever_version_is_mined_counts() {
         let chain = Arc::new(MemoryChain::new());
         let manager = TxManager::new(chain.clone(), POLICY).unwrap();
         let state = chain.open_paid_channel(1, 3, 1);
@@ -224,9 +254,11 @@ mod tests {
             chain.mine();
         }
         let seen = manager.observe(&close).await.unwrap();
-        let Decision::Bump(fees) = manager.decide(&close, &seen) else { panic!("expected a bump") };
-        assert!(fees.replaces(tx.fees));
-        let replacement = manager.sign_replacement(&state, &tx, fees).await.unwrap();
+        // Dropped from the pool, it is priced anew at the market.
+        assert!(!seen.in_pool);
+        let Decision::Reprice(fees) = manager.decide(&close, &seen) else { panic!("expected a new price") };
+        assert_eq!(fees, Fees::capped(seen.market, POLICY.max_fee_per_gas));
+        let replacement = manager.sign_replacement(&tx, fees).await.unwrap();
         assert_eq!(replacement.nonce, tx.nonce);
         close.attempts.push(Attempt { hash: replacement.hash, fees });
         close.signed_at_block = seen.head;

@@ -638,6 +638,7 @@ async fn a_pending_close_is_replaced_by_its_bump(chain: Arc<dyn Chain>, control:
 
     let mut close = recorded(&tx, head);
     let seen = manager.observe(&close).await.unwrap();
+    assert!(seen.in_pool);
     let decision = manager.decide(&close, &seen);
     let Decision::Bump(fees) = decision else { panic!("expected a bump, got {decision:?}") };
     assert_eq!(
@@ -647,7 +648,7 @@ async fn a_pending_close_is_replaced_by_its_bump(chain: Arc<dyn Chain>, control:
             Bump::AtCap => panic!("under the cap"),
         }
     );
-    let replacement = manager.sign_replacement(state, &tx, fees).await.unwrap();
+    let replacement = manager.sign_replacement(&tx, fees).await.unwrap();
     assert_eq!((replacement.nonce, replacement.gas_limit), (tx.nonce, tx.gas_limit));
     assert_ne!(replacement.hash, tx.hash);
     control.congest(false).await;
@@ -663,7 +664,7 @@ async fn a_pending_close_is_replaced_by_its_bump(chain: Arc<dyn Chain>, control:
 }
 
 /// A close whose fee cap the base fee outgrew is dropped from the pool;
-/// its bump lands at the same nonce. Returns how the chain took the old
+/// priced anew at the market, it lands at the same nonce. Returns how the chain took the old
 /// version sent again while the bump was pending.
 async fn a_close_under_the_base_fee_is_dropped_and_its_bump_lands(
     chain: Arc<dyn Chain>,
@@ -682,9 +683,12 @@ async fn a_close_under_the_base_fee_is_dropped_and_its_bump_lands(
 
     let mut close = recorded(&tx, head);
     let seen = manager.observe(&close).await.unwrap();
+    assert!(!seen.in_pool);
     let decision = manager.decide(&close, &seen);
-    let Decision::Bump(fees) = decision else { panic!("expected a bump, got {decision:?}") };
-    let replacement = manager.sign_replacement(state, &tx, fees).await.unwrap();
+    // Not in the pool: priced anew at the market, which is over the base fee.
+    let Decision::Reprice(fees) = decision else { panic!("expected a new price, got {decision:?}") };
+    assert_eq!(fees, Fees::capped(seen.market, POLICY.max_fee_per_gas));
+    let replacement = manager.sign_replacement(&tx, fees).await.unwrap();
     assert_eq!(manager.broadcast(&replacement).await.unwrap(), Sent::Accepted);
     let old_again = manager.broadcast(&tx).await.unwrap();
     close.attempts.push(Attempt { hash: replacement.hash, fees });

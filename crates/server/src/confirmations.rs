@@ -14,14 +14,15 @@
 
 use crate::metrics::Metrics;
 use crate::state::ChainClock;
-use crate::store::{OpenState, Store};
+use crate::store::{OpenState, Store, StoredChannel};
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tollstream_chain::{BlockRef, Chain, ChainError, ChannelStatus};
+use tollstream_chain::{BlockRef, Chain, ChainError, ChannelStatus, OnChainChannel};
+use tollstream_protocol::Address;
 use tollstream_protocol::B256;
 
 /// How often the watcher reads the head.
@@ -57,6 +58,21 @@ impl Opens {
         self.tracked.get(id).map_or(OpenState::Confirmed, |entry| entry.0)
     }
 
+    /// Where the open of a stored channel stands: as this process last saw
+    /// it, or, for a channel it does not follow yet (another process of a
+    /// fleet accepted it, or saw its open go), as the store says, and it is
+    /// followed from then on.
+    pub fn resolve(&self, channel: &StoredChannel) -> OpenState {
+        let id = channel.state.channel_id;
+        if let Some(entry) = self.tracked.get(&id) {
+            return entry.0;
+        }
+        if channel.open_state != OpenState::Confirmed {
+            self.track(id, channel.open_state, channel.open_block);
+        }
+        channel.open_state
+    }
+
     /// A receiver that changes whenever an open's state does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -70,7 +86,7 @@ impl Opens {
     /// Whether an open in block `block` is deep enough at head `head`: it
     /// has `head − block + 1` confirmations; 0 and 1 trust the latest block.
     pub fn is_deep(&self, block: u64, head: u64) -> bool {
-        (head + 1).saturating_sub(block) >= self.confirmations.max(1)
+        head.saturating_add(1).saturating_sub(block) >= self.confirmations.max(1)
     }
 
     /// Follows `id` from now on (unless confirmed).
@@ -96,12 +112,20 @@ impl Opens {
             return Ok((OpenState::Confirmed, None));
         }
         let head = chain.head().await?.number;
-        let from = (head + 1).saturating_sub(self.log_range);
+        let from = head.saturating_add(1).saturating_sub(self.log_range);
         Ok(match chain.find_open(id, from, head).await? {
             Some(block) if self.is_deep(block.number, head) => (OpenState::Confirmed, Some(block)),
             Some(block) => (OpenState::Pending, Some(block)),
-            // On chain (the caller read it) but older than the range.
-            None => (OpenState::Confirmed, None),
+            // No log: older than the range, or an endpoint whose log index
+            // lags its head. Only the registry at the confirmed height can
+            // tell which; an open missing there is pending, never trusted.
+            None => {
+                let confirmed = head.saturating_add(1).saturating_sub(self.confirmations.max(1));
+                match chain.channel_at(id, confirmed).await?.status {
+                    ChannelStatus::None => (OpenState::Pending, None),
+                    _ => (OpenState::Confirmed, None),
+                }
+            }
         })
     }
 
@@ -124,6 +148,19 @@ impl Opens {
         self.track(id, OpenState::Missing, None);
         Ok(())
     }
+}
+
+/// Whether the registry's channel is the one the server accepted: open,
+/// paying `payee`, funded by the stored client wallet with exactly the
+/// stored deposit, signed for by the stored key, expiring when stored.
+pub fn terms_match(onchain: &OnChainChannel, stored: &StoredChannel, payee: Address) -> bool {
+    let state = &stored.state;
+    onchain.status == ChannelStatus::Open
+        && onchain.payee == payee
+        && onchain.client == state.client_wallet_address
+        && onchain.signer == state.client_public_key.address()
+        && Some(onchain.deposit) == state.deposit().map(|d| d.0)
+        && onchain.expires_at == stored.expires_at
 }
 
 /// The task that reads the head every tick, refreshes the chain clock and
@@ -170,12 +207,19 @@ impl ChainWatcher {
         self.opens.head.store(head.number, Ordering::Release);
         let tracked: Vec<(B256, OpenState, Option<BlockRef>)> =
             self.opens.tracked.iter().map(|entry| (*entry.key(), entry.0, entry.1)).collect();
+        // One channel's failing call leaves the others followed.
         for (id, state, block) in tracked {
-            let now = self.follow(id, state, block, head.number).await?;
-            if now != (state, block)
-                && let Err(error) = self.record(id, now).await
-            {
-                tracing::error!(%error, channel = %id, "cannot record where the channel's open stands");
+            match self.follow(id, state, block, head.number).await {
+                Ok(now) if now != (state, block) => {
+                    if let Err(error) = self.record(id, now).await {
+                        tracing::error!(%error, channel = %id, "cannot record where the channel's open stands");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.metrics.chain_errors.inc();
+                    tracing::warn!(%error, channel = %id, "cannot follow the channel's open this tick");
+                }
             }
         }
         Ok(())
@@ -193,14 +237,40 @@ impl ChainWatcher {
             && let Some(block) = block
             && self.chain.block_hash(block.number).await? == Some(block.hash)
         {
-            let depth = if self.opens.is_deep(block.number, head) { OpenState::Confirmed } else { OpenState::Pending };
-            return Ok((depth, Some(block)));
+            if !self.opens.is_deep(block.number, head) {
+                return Ok((OpenState::Pending, Some(block)));
+            }
+            // Deep enough: confirmed only on the terms it was accepted on.
+            return Ok(if self.terms_hold(id).await? {
+                (OpenState::Confirmed, Some(block))
+            } else {
+                (OpenState::Missing, None)
+            });
         }
-        // Moved, gone, or never located: ask the registry, then the logs.
-        if self.chain.channel(id).await?.status == ChannelStatus::None {
+        // Moved, gone, or never located: the registry must hold the very
+        // channel that was accepted (a client whose open a reorg removed
+        // could open the same id again on other terms), then the logs say
+        // where.
+        if !self.terms_hold(id).await? {
             return Ok((OpenState::Missing, None));
         }
         self.opens.locate(self.chain.as_ref(), id).await
+    }
+
+    /// Whether the registry now holds channel `id` on the terms it was
+    /// stored with. A store failure counts as not (nothing is sold until
+    /// the next tick can tell).
+    async fn terms_hold(&self, id: B256) -> Result<bool, ChainError> {
+        let onchain = self.chain.channel(id).await?;
+        let Some(payee) = self.chain.payee() else { return Ok(false) };
+        match self.store.channel(&id).await {
+            Ok(Some(stored)) => Ok(terms_match(&onchain, &stored, payee)),
+            Ok(None) => Ok(false),
+            Err(error) => {
+                tracing::error!(%error, channel = %id, "cannot read the stored channel");
+                Ok(false)
+            }
+        }
     }
 
     async fn record(
@@ -243,7 +313,8 @@ mod tests {
     async fn announce(watcher: &ChainWatcher, chain: &MemoryChain, id: u8) -> B256 {
         let state = chain.open_channel(id, 1_000);
         let (open, block) = watcher.opens.locate(chain, state.channel_id).await.unwrap();
-        watcher.store.insert_channel(&state, u64::MAX / 4, u64::MAX / 8, open, block).await.unwrap();
+        let expires_at = chain.channel(state.channel_id).await.unwrap().expires_at;
+        watcher.store.insert_channel(&state, expires_at, expires_at - 3_600, open, block).await.unwrap();
         watcher.opens.track(state.channel_id, open, block);
         state.channel_id
     }
@@ -267,13 +338,13 @@ mod tests {
     async fn a_reorged_open_is_missing_until_it_is_back() {
         let (chain, watcher) = watcher(3);
         let id = announce(&watcher, &chain, 1).await;
-        chain.drop_open(id);
+        let open = chain.drop_open(id).unwrap();
         watcher.tick().await.unwrap();
         assert_eq!(watcher.opens.state(&id), OpenState::Missing);
         assert_eq!(watcher.store.channel(&id).await.unwrap().unwrap().open_state, OpenState::Missing);
         assert_eq!(watcher.metrics.channels_dropped.get(), 1);
-        // Mined again later: pending once more, then confirmed.
-        chain.open_channel(1, 1_000);
+        // The same open mined again later: pending once more, then confirmed.
+        chain.include_open(id, open);
         watcher.tick().await.unwrap();
         assert_eq!(watcher.opens.state(&id), OpenState::Pending);
         chain.mine();
@@ -291,6 +362,36 @@ mod tests {
         chain.mine();
         watcher.tick().await.unwrap();
         assert_eq!(watcher.clock.now().unwrap(), chain.now().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_open_back_on_other_terms_stays_missing() {
+        let (chain, watcher) = watcher(3);
+        let id = announce(&watcher, &chain, 1).await;
+        chain.drop_open(id);
+        watcher.tick().await.unwrap();
+        assert_eq!(watcher.opens.state(&id), OpenState::Missing);
+        // The same id opened again with a smaller deposit: never sold on.
+        chain.open_channel(1, 10);
+        for _ in 0..4 {
+            chain.mine();
+            watcher.tick().await.unwrap();
+        }
+        assert_eq!(watcher.opens.state(&id), OpenState::Missing);
+    }
+
+    #[tokio::test]
+    async fn an_open_whose_log_cannot_be_found_is_trusted_only_once_deep_in_the_registry() {
+        let (chain, watcher) = watcher(3);
+        let state = chain.open_channel(1, 1_000);
+        chain.hide_logs(true);
+        // Seen at the head only: its log is not served, so it is pending.
+        let (open, block) = watcher.opens.locate(&*chain, state.channel_id).await.unwrap();
+        assert_eq!((open, block), (OpenState::Pending, None));
+        chain.mine();
+        chain.mine();
+        let (open, _) = watcher.opens.locate(&*chain, state.channel_id).await.unwrap();
+        assert_eq!(open, OpenState::Confirmed, "three deep in the registry");
     }
 
     #[tokio::test]

@@ -115,6 +115,8 @@ pub struct Settlement {
     at_cap: i64,
     /// Closes mined but not yet deep enough, in the current pass.
     mined_unconfirmed: i64,
+    /// Where in the due list the next pass starts.
+    turn: usize,
     /// Whether the payee's lack of gas was already warned about.
     gas_low: bool,
 }
@@ -139,6 +141,7 @@ impl Settlement {
             restored: false,
             at_cap: 0,
             mined_unconfirmed: 0,
+            turn: 0,
             gas_low: false,
         }
     }
@@ -200,6 +203,14 @@ impl Settlement {
         self.metrics.channels_awaiting_settlement.set(due.len() as i64);
         self.at_cap = 0;
         self.mined_unconfirmed = 0;
+        // Start each pass one channel further, so that a channel whose
+        // calls keep failing cannot keep the ones after it from their turn.
+        let mut due = due;
+        if !due.is_empty() {
+            let turn = self.turn % due.len();
+            due.rotate_left(turn);
+            self.turn = self.turn.wrapping_add(1);
+        }
         for channel in due {
             let id = channel.state.channel_id;
             if self.backoff.get(&id).is_some_and(|(_, next)| Instant::now() < *next) {
@@ -225,6 +236,14 @@ impl Settlement {
         }
         self.metrics.closes_at_fee_cap.set(self.at_cap);
         self.metrics.closes_mined_unconfirmed.set(self.mined_unconfirmed);
+        match self.manager.fill_gaps().await {
+            Ok(fillers) => {
+                for filler in fillers {
+                    tracing::warn!(nonce = filler.nonce, tx = %filler.hash, "filled a nonce gap of the payee wallet with a 0-wei transfer to itself");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot check the payee's nonces for gaps"),
+        }
     }
 
     fn failed(&self, error: &ChainError) {
@@ -267,8 +286,18 @@ impl Settlement {
     /// manager, once.
     async fn restore(&mut self) -> Result<(), StoreError> {
         if !self.restored {
-            let closing = self.store.awaiting_settlement(0).await?;
-            self.manager.restore(closing.iter().filter_map(|c| c.close_nonce)).await;
+            // The nonce is read back from the signed versions themselves:
+            // a close recorded before version 1.1 has no nonce column.
+            let mut nonces = Vec::new();
+            for channel in self.store.awaiting_settlement(0).await? {
+                if channel.status == ChannelStatus::Closing
+                    && let Some(record) = self.store.close_record(&channel.state.channel_id).await?
+                    && let Some(latest) = record.attempts.last()
+                {
+                    nonces.push(latest.nonce);
+                }
+            }
+            self.manager.restore(nonces).await;
             self.restored = true;
         }
         Ok(())
@@ -290,7 +319,7 @@ impl Settlement {
             ChannelStatus::Open | ChannelStatus::Final => {}
         }
         // Nothing is settled on an open that may still be reorged away.
-        if self.opens.state(&id) != OpenState::Confirmed {
+        if self.opens.resolve(channel) != OpenState::Confirmed {
             return Ok(Settled::OpenUnconfirmed);
         }
         self.start(channel, head, now).await
@@ -422,8 +451,8 @@ impl Settlement {
                 self.sent(&id, &latest, sent);
                 Ok(Some(Settled::Pending))
             }
-            Decision::Bump(fees) => {
-                let replacement = self.manager.sign_replacement(&channel.state, &latest, fees).await?;
+            Decision::Bump(fees) | Decision::Reprice(fees) => {
+                let replacement = self.manager.sign_replacement(&latest, fees).await?;
                 self.store.record_replacement(&id, &replacement, seen.head).await?;
                 self.metrics.close_fee_bumps.inc();
                 tracing::info!(
@@ -433,7 +462,7 @@ impl Settlement {
                     replaces = %latest.hash,
                     max_fee_per_gas = fees.max_fee_per_gas,
                     max_priority_fee_per_gas = fees.max_priority_fee_per_gas,
-                    "close not mined in time; re-signed at the same nonce with higher fees"
+                    "close not mined in time; re-signed at the same nonce at a new price"
                 );
                 let sent = self.manager.broadcast(&replacement).await;
                 self.sent(&id, &replacement, sent);
@@ -515,6 +544,13 @@ impl Settlement {
     }
 
     async fn refunded(&self, id: &B256, amount: Amount) -> Result<(), StoreError> {
+        // A close in flight for it will never be mined: its nonce is free
+        // for the next close (or a gap filler), not held back for good.
+        if let Some(record) = self.store.close_record(id).await?
+            && let Some(latest) = record.attempts.last()
+        {
+            self.manager.release(latest.nonce).await;
+        }
         if let Some(before) = self.store.mark_refunded(id).await? {
             if before.state.server_balance.is_zero() {
                 tracing::info!(channel = %id, %amount, "channel refunded to its client; nothing was owed");
@@ -534,7 +570,7 @@ impl Settlement {
     /// Reads `Closed` and `Refunded` events from the last block read up to
     /// the confirmed height, in ranges of at most `--log-range-blocks`.
     async fn follow_events(&mut self, head: u64) -> Result<(), SettleError> {
-        let confirmed = (head + 1).saturating_sub(self.manager.policy().confirmations.max(1));
+        let confirmed = head.saturating_add(1).saturating_sub(self.manager.policy().confirmations.max(1));
         let mut from = match self.store.cursor(EVENTS_CURSOR).await? {
             Some(block) => block,
             // First start: channels are announced after they are opened,
@@ -938,5 +974,50 @@ mod tests {
         settlement.opens.track(spent.channel_id, OpenState::Confirmed, None);
         settlement.pass().await;
         assert_eq!(world.chain.sent().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_open_another_process_accepted_is_not_settled_here() {
+        let world = World::new(POLICY).await;
+        // Stored by another server of the fleet, its open still pending;
+        // this process's tracker has never seen it.
+        let mut state = world.chain.open_channel(1, PRICE);
+        world.store.insert_channel(&state, u64::MAX / 2, 0, OpenState::Pending, None).await.unwrap();
+        state = state.pay(Amount::from(PRICE)).unwrap();
+        let window = Window { stream_id: "demo".into(), first_segment: 0, segment_count: 1 };
+        world.store.record_payment(&state, &window).await.unwrap();
+        let (mut settlement, _) = world.settlement();
+        settlement.pass().await;
+        assert!(world.chain.sent().is_empty());
+        assert_eq!(settlement.opens.state(&state.channel_id), OpenState::Pending, "followed from now on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nonce_left_by_a_refunded_channel_is_filled_so_later_closes_land() {
+        let world = World::new(POLICY).await;
+        world.chain.set_balance(U256::ZERO);
+        let a = world.channel(1, 3, 1, true).await;
+        let b = world.channel(2, 3, 1, true).await;
+        let (mut settlement, _) = world.settlement();
+        settlement.pass().await;
+        // Both closes recorded (nonces 0 and 1), neither taken by the node.
+        let nonce_of = async |id: B256| world.store.close_record(&id).await.unwrap().unwrap().attempts[0].nonce;
+        let (first, second) = if nonce_of(a.channel_id).await == 0 { (a, b) } else { (b, a) };
+        assert_eq!(nonce_of(second.channel_id).await, 1);
+        // The channel holding nonce 0 is refunded: its close will never be mined.
+        world.chain.refund(first.channel_id);
+        for _ in 0..3 {
+            world.chain.mine();
+            settlement.pass().await;
+        }
+        assert_eq!(world.status(first.channel_id).await, ChannelStatus::Refunded);
+        world.chain.set_balance(U256::from(10u128.pow(18)));
+        for _ in 0..6 {
+            settlement.pass().await;
+            world.chain.mine();
+        }
+        settlement.pass().await;
+        assert_eq!(world.status(second.channel_id).await, ChannelStatus::Closed);
+        assert_eq!(world.chain.closes_of(second.channel_id), 1);
     }
 }

@@ -26,12 +26,13 @@ async fn new_channel(
         }
         // A reorg removed its open: announced again, it counts once the
         // open is back on chain (PROTOCOL.md 1.1, "Confirmations").
-        if state.opens.state(&opening.channel_id) == OpenState::Missing {
+        if state.opens.resolve(&stored) == OpenState::Missing {
             let onchain = state.chain.channel(opening.channel_id).await.map_err(chain_error(&opening))?;
-            if onchain.status != OnChainStatus::Open {
+            // Back on the very terms it was accepted on, or not at all.
+            if !crate::confirmations::terms_match(&onchain, &stored, state.wallet.address()) {
                 return Err(refused(
                     ErrorCode::UnknownChannel,
-                    "the channel's open is not on chain (a reorg removed it)",
+                    "the channel's open is not on chain as it was announced (a reorg removed it)",
                 ));
             }
             let (open, block) =

@@ -80,6 +80,8 @@ async fn stream_payments(
         .await?
         .ok_or_else(|| refused(ErrorCode::UnknownChannel, "the channel disappeared"))?;
     resend_secret(state, socket, &channel);
+    // Another process may have accepted the channel: follow its open here.
+    state.opens.resolve(&channel);
 
     // The window whose secret was just re-sent: it is never sold again.
     let resent = channel.window.clone();

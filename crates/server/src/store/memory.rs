@@ -230,11 +230,13 @@ impl Store for MemoryStore {
 
     async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut tables = self.tables()?;
-        // `WHERE channel_id = ? AND status = 'closing' AND close_nonce = ?`
+        // `WHERE channel_id = ? AND status = 'closing'
+        //  AND (close_nonce = ? OR close_nonce IS NULL)`
         let row = tables.row_mut(id).ok_or(StoreError::Conflict)?;
-        if row.stored.status != ChannelStatus::Closing || row.stored.close_nonce != Some(tx.nonce) {
+        if row.stored.status != ChannelStatus::Closing || row.stored.close_nonce.is_some_and(|n| n != tx.nonce) {
             return Err(StoreError::Conflict);
         }
+        row.stored.close_nonce = Some(tx.nonce);
         row.stored.close_tx = Some(tx.hash);
         row.close_signed_at_block = Some(head);
         tables.insert_attempt(id, tx, now_millis());

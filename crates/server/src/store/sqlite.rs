@@ -264,11 +264,13 @@ impl Store for SqliteStore {
         let mut transaction = self.pool.begin().await.map_err(db)?;
         let now = now_millis();
         let result = sqlx::query(
-            "UPDATE channels SET close_tx = ?, close_signed_at_block = ?, updated_at = ? \
-             WHERE channel_id = ? AND status = 'closing' AND close_nonce = ?",
+            // A close recorded before version 1.1 has no nonce column yet.
+            "UPDATE channels SET close_tx = ?, close_signed_at_block = ?, close_nonce = ?, updated_at = ? \
+             WHERE channel_id = ? AND status = 'closing' AND (close_nonce = ? OR close_nonce IS NULL)",
         )
         .bind(hex(tx.hash.as_slice()))
         .bind(head as i64)
+        .bind(tx.nonce as i64)
         .bind(now)
         .bind(hex(id.as_slice()))
         .bind(tx.nonce as i64)
