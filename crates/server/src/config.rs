@@ -20,6 +20,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     pub data_dir: PathBuf,
 
+    /// The database: `postgres://USER@HOST:PORT/DB` for a fleet of servers
+    /// sharing one PostgreSQL, or `sqlite://PATH`
+    /// [default: the SQLite file DATA_DIR/tollstream.sqlite].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// This process's name in `/metrics` (the `process` label on every
+    /// sample), to tell the servers of a fleet apart [default: on
+    /// PostgreSQL a name unique to this start; on SQLite no label].
+    #[arg(long, env = "TOLLSTREAM_PROCESS_NAME")]
+    pub process_name: Option<String>,
+
     /// Folder of packaged streams (`tollstream package`), one subfolder each
     /// [default: DATA_DIR/media].
     #[arg(long, env = "TOLLSTREAM_MEDIA_DIR")]
@@ -96,8 +108,8 @@ pub struct ServeConfig {
     pub min_channel_seconds: u64,
 
     /// How long before a channel's expiry the server stops using it and
-    /// settles it, in seconds; a tenth of the channel's lifetime when that
-    /// is longer.
+    /// settles it, in seconds; published as `settle_margin_seconds` and
+    /// less than --min-channel-seconds.
     #[arg(long, env = "TOLLSTREAM_SETTLE_MARGIN", default_value_t = 3_600)]
     pub settle_margin: u64,
 

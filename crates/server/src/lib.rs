@@ -13,12 +13,15 @@
 //! - [`streams`]: the streams on sale and their segment keys.
 //! - [`settle`]: the settlement worker, which closes channels on chain
 //!   through the payee's transaction manager.
+//! - [`cluster`]: what several processes on one PostgreSQL agree on: one
+//!   settler (an advisory lock), one streaming session per client (NOTIFY).
 //! - [`confirmations`]: where each channel's `open` stands (pending,
 //!   confirmed, removed by a reorg), and the chain clock's refresh.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`http`]: plain HTTP routes.
 //! - [`error`]: start-up failures, [`ServerError`].
 
+pub mod cluster;
 pub mod config;
 pub mod confirmations;
 pub mod error;
@@ -42,7 +45,6 @@ use socketioxide::handler::ConnectHandler;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use store::SqliteStore;
 use tokio::net::TcpListener;
 use tollstream_chain::{Chain, EvmChain, RpcOptions, TxManager};
 use tollstream_media::KeyStore;
@@ -81,7 +83,11 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     let mode = if config.commit_per_payment { store::CommitMode::PerPayment } else { store::CommitMode::Group };
-    let store = SqliteStore::open_with(&config.data_dir.join("tollstream.sqlite"), mode).await?;
+    let database = match &config.database_url {
+        Some(url) => url.parse::<store::DatabaseUrl>()?,
+        None => store::DatabaseUrl::Sqlite(config.data_dir.join("tollstream.sqlite")),
+    };
+    let store = database.open(mode).await?;
     let rpc = RpcOptions { urls: config.rpc_url.clone(), timeout: Duration::from_secs_f64(config.rpc_timeout) };
     let chain = EvmChain::connect_with(&rpc, Some(&wallet), config.contract).await?;
     let now = chain.now().await?;
@@ -97,7 +103,14 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
             config.settle_margin, config.min_channel_seconds
         )));
     }
-    let state = AppState::new(config, Arc::new(store), Arc::new(chain), wallet, streams, shutdown);
+    let cluster = match &database {
+        store::DatabaseUrl::Postgres(url) => {
+            cluster::Cluster::postgres(url).map_err(|e| ServerError::Store(store::StoreError::database(e)))?
+        }
+        store::DatabaseUrl::Sqlite(_) => cluster::Cluster::single(),
+    };
+    tracing::info!(database = %database, process = %cluster.id, "store opened");
+    let state = AppState::new(config, store, Arc::new(chain), wallet, streams, cluster, shutdown);
     state.clock.set(now);
     Ok(state)
 }
@@ -125,16 +138,39 @@ pub async fn run(
         metrics: state.metrics.clone(),
     };
     let watcher = tokio::spawn(watcher.run(token.clone()));
-    let manager = TxManager::new(state.chain.clone(), state.tx_policy).map_err(ServerError::from)?;
-    let settlement = settle::Settlement::new(
-        state.store.clone(),
-        state.chain.clone(),
-        Arc::new(manager),
-        state.opens.clone(),
-        state.metrics.clone(),
-        state.log_range_blocks,
-    );
-    let worker = tokio::spawn(settlement.run(state.settle_interval, token.clone()));
+    // Fails early (no wallet) rather than when this process becomes settler.
+    TxManager::new(state.chain.clone(), state.tx_policy).map_err(ServerError::from)?;
+    let worker = tokio::spawn({
+        let (state, token) = (state.clone(), token.clone());
+        async move {
+            state
+                .cluster
+                .clone()
+                .run_as_settler(token, |lost| {
+                    let state = state.clone();
+                    async move {
+                        let manager = match TxManager::new(state.chain.clone(), state.tx_policy) {
+                            Ok(manager) => manager,
+                            Err(error) => return tracing::error!(%error, "cannot start settlement"),
+                        };
+                        let settlement = settle::Settlement::new(
+                            state.store.clone(),
+                            state.chain.clone(),
+                            Arc::new(manager),
+                            state.opens.clone(),
+                            state.metrics.clone(),
+                            state.log_range_blocks,
+                        );
+                        settlement.run(state.settle_interval, lost).await;
+                    }
+                })
+                .await;
+        }
+    });
+    let follower = tokio::spawn({
+        let (state, token) = (state.clone(), token.clone());
+        async move { state.cluster.clone().follow_sessions(state, token).await }
+    });
     let app = app(state.clone());
     let signal = tokio::spawn({
         let token = token.clone();
@@ -177,6 +213,7 @@ pub async fn run(
     // neither task waits for the chain.
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), follower).await;
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(()),

@@ -47,7 +47,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// Metrics whose every sample carries `process="NAME"`, so that the
+    /// servers of a fleet scraped together stay apart. (Not `instance`:
+    /// Prometheus sets that label itself on every scrape.)
+    pub fn for_process(name: &str) -> Self {
+        let labels = std::collections::HashMap::from([("process".to_owned(), name.to_owned())]);
+        Self::with_registry(Registry::new_custom(None, Some(labels)).expect("a valid label"))
+    }
+
+    fn with_registry(registry: Registry) -> Self {
         let metrics = Metrics {
             active_streams: IntGauge::new("tollstream_active_streams", "Clients streaming now").expect("valid"),
             payments_accepted: IntCounter::new("tollstream_payments_accepted_total", "Payments accepted and stored")

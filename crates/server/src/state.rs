@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use crate::cluster::Cluster;
 use crate::config::ServeConfig;
 use crate::confirmations::Opens;
 use crate::metrics::Metrics;
@@ -50,6 +51,8 @@ pub struct Inner {
     pub unconfirmed_windows: u64,
     /// How closes are confirmed and re-priced.
     pub tx_policy: Policy,
+    /// The other processes sharing this server's database, if any.
+    pub cluster: Cluster,
     /// `--log-range-blocks`: the widest `eth_getLogs` range.
     pub log_range_blocks: u64,
     /// Cancelled on shutdown; streaming tasks stop at their next wait.
@@ -73,9 +76,17 @@ impl AppState {
         chain: Arc<dyn Chain>,
         wallet: SigningKey,
         streams: StreamCatalog,
+        cluster: Cluster,
         shutdown: CancellationToken,
     ) -> Self {
         let domain = ChannelDomain::new(chain.chain_id(), chain.contract());
+        // Only a fleet needs its processes told apart; a lone server's
+        // metrics keep their plain names.
+        let metrics = match (&config.process_name, cluster.is_fleet()) {
+            (Some(name), _) => Metrics::for_process(name),
+            (None, true) => Metrics::for_process(&cluster.id),
+            (None, false) => Metrics::new(),
+        };
         let info = ServerInfo {
             public_key: wallet.public_key(),
             wallet_address: wallet.address(),
@@ -106,6 +117,7 @@ impl AppState {
                 max_fee_per_gas: u128::try_from(config.max_fee_per_gas.0).unwrap_or(u128::MAX),
             },
             log_range_blocks: config.log_range_blocks,
+            cluster,
             store,
             chain,
             domain,
@@ -118,7 +130,7 @@ impl AppState {
             min_channel_seconds: config.min_channel_seconds,
             settle_margin: config.settle_margin,
             settle_interval: Duration::from_secs_f64(config.settle_interval),
-            metrics: Metrics::new(),
+            metrics,
             demo: config.demo.clone(),
             sessions: Sessions::default(),
             shutdown,
@@ -153,7 +165,7 @@ impl ChainClock {
     /// `Unavailable` before the first reading.
     pub fn now(&self) -> Result<u64, ChainError> {
         let last = *self.last.lock().expect("clock lock");
-        last.map(|(chain_time, at)| chain_time + at.elapsed().as_secs())
+        last.map(|(chain_time, at)| chain_time.saturating_add(at.elapsed().as_secs()))
             .ok_or_else(|| ChainError::Unavailable("the chain's time has not been read yet".into()))
     }
 }

@@ -147,8 +147,8 @@ pub struct BenchArgs {
     #[arg(long, requires = "server_pid", value_parser = non_negative_seconds)]
     kill_server_after: Option<f64>,
 
-    /// After the run, read the server's database in this directory (its
-    /// --data-dir; same machine, a Tollstream server only) and check that
+    /// After the run, read the server's database — its --data-dir (same
+    /// machine) or its database URL (`postgres://…`) — and check that
     /// every payment a viewer got a secret for is stored.
     #[arg(long)]
     verify_store: Option<PathBuf>,

@@ -10,13 +10,17 @@ use tollstream_protocol::{Address, B256};
 use tollstream_server::confirmations::Opens;
 use tollstream_server::metrics::Metrics;
 use tollstream_server::settle::Settlement;
-use tollstream_server::store::{ChannelStatus, CloseRecord, SqliteStore, Store, StoredChannel};
+use tollstream_server::store::{ChannelStatus, CloseRecord, CommitMode, DatabaseUrl, Store, StoredChannel};
 
 #[derive(Debug, Args)]
 pub struct ChannelsArgs {
     /// The server's data directory.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     data_dir: PathBuf,
+    /// The server's database, when not the SQLite file of --data-dir
+    /// (`postgres://…`).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
     /// JSON-RPC endpoint of the chain, to count the confirmations of
     /// mined closes (without it, the block they were mined in is shown).
     #[arg(long)]
@@ -28,6 +32,10 @@ pub struct SettleArgs {
     /// The server's data directory.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     data_dir: PathBuf,
+    /// The server's database, when not the SQLite file of --data-dir
+    /// (`postgres://…`).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
     /// JSON-RPC endpoint of the chain.
     #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
     rpc_url: String,
@@ -53,16 +61,24 @@ pub struct SettleArgs {
     channel: Option<B256>,
 }
 
-async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    let path = data_dir.join("tollstream.sqlite");
-    if !path.exists() {
-        bail!("no server database at {}: pass the server's --data-dir", path.display());
-    }
-    Ok(SqliteStore::open(&path).await?)
+/// The server's store: `database_url` when given, else the SQLite file of
+/// `data_dir`, which must exist (a typo must not create an empty one).
+async fn open_store(data_dir: &std::path::Path, database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    let database = match database_url {
+        Some(url) => url.parse::<DatabaseUrl>()?,
+        None => {
+            let path = data_dir.join("tollstream.sqlite");
+            if !path.exists() {
+                bail!("no server database at {}: pass the server's --data-dir or --database-url", path.display());
+            }
+            DatabaseUrl::Sqlite(path)
+        }
+    };
+    database.open(CommitMode::Group).await.with_context(|| format!("cannot open the store {database}"))
 }
 
 pub async fn list(args: ChannelsArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data_dir).await?;
+    let store = open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let channels = store.list().await?;
     if channels.is_empty() {
         println!("no channels");
@@ -132,7 +148,7 @@ fn row(channel: &StoredChannel, close: Option<&CloseRecord>, head: Option<u64>) 
 }
 
 pub async fn settle(args: SettleArgs) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.data_dir).await?);
+    let store = open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let wallet = tollstream_server::read_wallet_key(&args.wallet_key_file)?;
     let chain = Arc::new(
         EvmChain::connect(&args.rpc_url, Some(&wallet), args.contract)

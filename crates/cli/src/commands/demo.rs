@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// default dev accounts (as any anvil does).
     #[arg(long)]
     rpc_url: Option<String>,
+    /// Keep the server's channels in this database (`postgres://…`)
+    /// instead of the SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 /// anvil's well-known default dev keys (its default mnemonic), used when
@@ -124,6 +128,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         listen: vec![listener.local_addr()?],
         data_dir: data_dir.clone(),
+        database_url: args.database_url.clone(),
+        process_name: None,
         media_dir: None,
         rpc_url: vec![rpc_url.clone()],
         rpc_timeout: 5.0,

@@ -49,7 +49,7 @@ pub async fn on_connect(socket: SocketRef) {
 async fn is_active(state: &AppState, channel: &StoredChannel) -> Result<bool, ProtocolError> {
     if channel.status != ChannelStatus::Open
         || channel.state.is_final()
-        || state.opens.state(&channel.state.channel_id) == OpenState::Missing
+        || state.opens.resolve(channel) == OpenState::Missing
     {
         return Ok(false);
     }
@@ -66,6 +66,24 @@ async fn is_expiring(state: &AppState, channel: &StoredChannel) -> Result<bool, 
 /// What `latestState` returns for a stored channel: its state if active.
 async fn latest_view(state: &AppState, channel: StoredChannel) -> Result<Option<ChannelState>, ProtocolError> {
     Ok(if is_active(state, &channel).await? { Some(channel.state) } else { None })
+}
+
+/// Ends this process's streaming session of `client`, if any, because the
+/// client started streaming on another process of the fleet: its task
+/// finishes any store write first, then the client hears
+/// `session_replaced`.
+pub async fn replaced_elsewhere(state: &AppState, client: tollstream_protocol::PublicKey) {
+    let Some(previous) = state.sessions.take(&client) else { return };
+    previous.cancel.cancel();
+    if let Some(task) = previous.task {
+        let _ = task.await;
+    }
+    tracing::info!(sid = %previous.socket.id, %client, "client started streaming on another server");
+    reply::emit_error(
+        &previous.socket,
+        &refused(ErrorCode::SessionReplaced, "this client started streaming on another server")
+            .ending_session_of(client),
+    );
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> ProtocolError {

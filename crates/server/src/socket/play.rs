@@ -49,7 +49,7 @@ async fn play(
     }
     // PROTOCOL.md 1.1: nothing is sold on a channel whose open a reorg
     // removed, until it is announced again once back on chain.
-    if state.opens.state(&channel.state.channel_id) == OpenState::Missing {
+    if state.opens.resolve(&channel) == OpenState::Missing {
         return Err(refused(
             ErrorCode::UnknownChannel,
             "the channel's open was removed from the chain by a reorg; announce it again once it is mined",
@@ -108,6 +108,8 @@ async fn play(
         generation,
     ));
     state.sessions.attach(&client, generation, task);
+    // Other processes of a fleet end their session of this client.
+    state.cluster.announce_session(&client).await;
     tracing::info!(sid = %socket.id, client = %client, stream = %request.stream_id, from = request.from_segment, "streaming");
     Ok(())
 }

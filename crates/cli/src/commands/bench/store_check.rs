@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
-use tollstream_server::store::{SqliteStore, Store};
+use tollstream_server::store::DatabaseUrl;
 
 /// The most examples of a store behind a viewer kept for the report.
 const EXAMPLES: usize = 5;
@@ -37,11 +37,18 @@ pub struct StoreCheck {
 /// # Errors
 /// When the directory holds no server database or it cannot be read.
 pub async fn check(data_dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<StoreCheck> {
-    let path = data_dir.join("tollstream.sqlite");
-    if !path.exists() {
-        bail!("no server database at {}: pass the server's --data-dir", path.display());
-    }
-    let store = SqliteStore::open_read_only(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
+    // A database URL (a fleet on PostgreSQL), or the server's data directory.
+    let database = match data_dir.to_str() {
+        Some(url) if url.contains("://") => url.parse::<DatabaseUrl>()?,
+        _ => {
+            let path = data_dir.join("tollstream.sqlite");
+            if !path.exists() {
+                bail!("no server database at {}: pass the server's --data-dir or database URL", path.display());
+            }
+            DatabaseUrl::Sqlite(path)
+        }
+    };
+    let store = database.open_read_only().await.with_context(|| format!("cannot open {database}"))?;
     let stored: HashMap<_, u64> = store
         .list()
         .await
