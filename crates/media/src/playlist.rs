@@ -113,6 +113,26 @@ pub fn write_playlist(segments: &[PlaylistSegment]) -> String {
     out
 }
 
+/// Points every segment of a playlist at `base_url/<stream_id>/<segment>`,
+/// for segments served from a CDN or object store holding a copy of the
+/// media folder. `#` lines, `#EXT-X-KEY` among them, are kept as they are:
+/// keys never leave the server's socket. A segment URI that is already
+/// absolute (has a scheme) is kept too. `base_url` may end in `/`.
+pub fn rewrite_segment_uris(playlist: &str, base_url: &str, stream_id: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    let mut out = String::with_capacity(playlist.len() + 64);
+    for line in playlist.lines() {
+        let uri = line.trim();
+        if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
+            out.push_str(line);
+        } else {
+            let _ = write!(out, "{base}/{stream_id}/{}", uri.trim_start_matches("./"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Parses a playlist written by [`write_playlist`] (or any media playlist
 /// that gives every segment its own AES-128 key with an explicit IV).
 ///
@@ -233,6 +253,25 @@ mod tests {
         let shifted = text.replace("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:5");
         assert!(matches!(parse_playlist(shifted.as_bytes()), Err(MediaError::BadPlaylist(_))));
         assert!(parse_playlist(b"not a playlist").is_err());
+    }
+
+    #[test]
+    fn segment_uris_point_at_the_base_and_key_lines_stay() {
+        let text = write_playlist(&segments());
+        for base in ["https://cdn.example/media", "https://cdn.example/media/"] {
+            let rewritten = rewrite_segment_uris(&text, base, "demo");
+            let parsed = parse_playlist(rewritten.as_bytes()).unwrap();
+            assert_eq!(parsed.len(), 4);
+            for (i, (new, old)) in parsed.iter().zip(segments()).enumerate() {
+                assert_eq!(new.uri, format!("https://cdn.example/media/demo/seg{i:05}.ts"));
+                assert_eq!((&new.key_uri, new.iv, new.duration), (&old.key_uri, old.iv, old.duration));
+            }
+            // Only the segment lines changed; every other line is as written.
+            let kept = |t: &str| t.lines().filter(|l| l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
+            assert_eq!(kept(&rewritten), kept(&text));
+            assert!(rewritten.lines().filter(|l| l.starts_with("#EXT-X-KEY")).all(|l| l.contains("tollstream://")));
+            assert!(!rewritten.lines().any(|l| l.starts_with("seg")), "no relative segment line left");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_LISTEN", default_value = "127.0.0.1:8080", value_delimiter = ',', num_args = 1)]
     pub listen: Vec<SocketAddr>,
 
-    /// Where the server keeps its database and its streams' master secrets.
+    /// Where the server keeps its database and (unless --keys-dir) its
+    /// streams' master secrets.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     pub data_dir: PathBuf,
 
@@ -36,6 +37,20 @@ pub struct ServeConfig {
     /// [default: DATA_DIR/media].
     #[arg(long, env = "TOLLSTREAM_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
+
+    /// Serve playlists whose segment URIs point at
+    /// `URL/<stream id>/<segment file>`: a CDN or object store holding a
+    /// copy of the media folder (http or https, no query or fragment).
+    /// Key URIs stay `tollstream://`: keys only travel on the socket
+    /// [default: segments relative to the playlist, served from here].
+    #[arg(long, env = "TOLLSTREAM_SEGMENT_BASE_URL", value_parser = parse_segment_base_url)]
+    pub segment_base_url: Option<String>,
+
+    /// Folder of the streams' master secrets (`<stream>.key`, 0600), the
+    /// same on every server of a fleet, e.g. on shared storage; never in
+    /// the database [default: DATA_DIR/keys].
+    #[arg(long, env = "TOLLSTREAM_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
 
     /// JSON-RPC endpoint of the chain the channels live on. Repeat the flag
     /// (or separate with commas) to give several endpoints of the same
@@ -141,7 +156,7 @@ impl ServeConfig {
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("keys")
+        self.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
     pub fn window(&self) -> Duration {
@@ -160,6 +175,26 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Checks `--segment-base-url`: an http or https URL with a host and no
+/// query or fragment, since segment file names are appended to it.
+fn parse_segment_base_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!("{text:?} may not have a query or fragment: segment paths are appended to it"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} contains whitespace"));
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_stream(text: &str) -> Result<(String, u64), String> {
     let (id, segments) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=SEGMENTS"))?;
     if !tollstream_media::is_valid_stream_id(id) {
@@ -170,4 +205,22 @@ fn parse_stream(text: &str) -> Result<(String, u64), String> {
         return Err("a stream needs at least one segment".into());
     }
     Ok((id.to_owned(), segments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_base_urls_are_http_without_query_or_fragment() {
+        for good in ["https://cdn.example", "https://cdn.example/media/", "http://127.0.0.1:9000/bucket"] {
+            assert_eq!(parse_segment_base_url(good).as_deref(), Ok(good));
+        }
+        for bad in ["cdn.example/media", "ftp://cdn.example", "https://", "https:///media", "https://cdn.example/?a=1"]
+        {
+            assert!(parse_segment_base_url(bad).is_err(), "{bad} accepted");
+        }
+        assert!(parse_segment_base_url("https://cdn.example/media#x").is_err());
+        assert!(parse_segment_base_url("https://cdn.example/a b").is_err());
+    }
 }

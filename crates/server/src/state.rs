@@ -30,6 +30,8 @@ pub struct Inner {
     /// The payee wallet.
     pub wallet: SigningKey,
     pub streams: StreamCatalog,
+    /// `--segment-base-url`: where served playlists point their segments.
+    pub segment_base_url: Option<String>,
     /// The `publicKey` reply, built once.
     pub info: ServerInfo,
     pub window: Duration,
@@ -123,6 +125,7 @@ impl AppState {
             domain,
             wallet,
             streams,
+            segment_base_url: config.segment_base_url.clone(),
             info,
             window: config.window(),
             window_price: config.window_price,

@@ -110,7 +110,7 @@ impl StreamCatalog {
             // Selling keys that decrypt nothing would take money for nothing.
             stream.verify_secret(&master).map_err(|e| {
                 ServerError::Config(format!(
-                    "stream {:?}: {e} (is the data directory's key store the one it was packaged with?)",
+                    "stream {:?}: {e} (is the key store, DATA_DIR/keys or --keys-dir, the one it was packaged with?)",
                     stream.id
                 ))
             })?;

@@ -131,6 +131,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         process_name: None,
         media_dir: None,
+        segment_base_url: None,
+        keys_dir: None,
         rpc_url: vec![rpc_url.clone()],
         rpc_timeout: 5.0,
         // anvil mines each transaction at once and never reorgs: the

@@ -20,6 +20,10 @@ pub struct PackageArgs {
     /// store, and the stream into its media folder unless --out is given.
     #[arg(long, env = "TOLLSTREAM_DATA_DIR", default_value = "tollstream-data")]
     data_dir: PathBuf,
+    /// The key store the master secret goes into, the one `serve
+    /// --keys-dir` reads [default: DATA_DIR/keys].
+    #[arg(long, env = "TOLLSTREAM_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
     /// Where to write the stream [default: DATA_DIR/media/STREAM].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -31,7 +35,7 @@ pub struct PackageArgs {
 
 pub async fn run(args: PackageArgs) -> anyhow::Result<()> {
     let out_dir = args.out.clone().unwrap_or_else(|| args.data_dir.join("media").join(&args.stream));
-    let keys = KeyStore::new(args.data_dir.join("keys"));
+    let keys = KeyStore::new(args.keys_dir.clone().unwrap_or_else(|| args.data_dir.join("keys")));
     let options = PackageOptions {
         input: args.input.clone(),
         stream_id: args.stream.clone(),
