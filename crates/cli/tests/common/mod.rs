@@ -88,6 +88,9 @@ pub struct ServerOptions {
     pub settle_interval: f64,
     /// More `serve` flags.
     pub extra_args: Vec<String>,
+    /// A key store to copy in before the start: the servers of a fleet
+    /// must sell the same keys for a segment.
+    pub keys_from: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -98,6 +101,7 @@ impl Default for ServerOptions {
             streams: "demo=1000".into(),
             settle_interval: 0.2,
             extra_args: Vec::new(),
+            keys_from: None,
         }
     }
 }
@@ -154,6 +158,14 @@ impl ServerProcess {
             command.extend(["--confirmations".into(), "1".into()]);
         }
         command.extend(options.extra_args.iter().cloned());
+        if let Some(keys) = &options.keys_from {
+            let copy = data_dir.join("keys");
+            std::fs::create_dir_all(&copy).unwrap();
+            for entry in std::fs::read_dir(keys).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+            }
+        }
         let (child, urls) = spawn(&command, &data_dir);
         ServerProcess { child, url: urls[0].clone(), urls, data_dir, command, _dir: Some(dir) }
     }
@@ -190,8 +202,24 @@ impl ServerProcess {
         SqliteStore::open(&self.data_dir.join("tollstream.sqlite")).await.unwrap()
     }
 
+    /// The store of a server started with `--database-url`, opened for
+    /// reading; `None` for a server on its SQLite file.
+    pub async fn shared_store(&self) -> Option<Arc<dyn Store>> {
+        let at = self.command.iter().position(|arg| arg == "--database-url")?;
+        Some(tollstream_server::store::open_read_only(&self.command[at + 1]).await.unwrap())
+    }
+
+    /// The server's key store (`DATA_DIR/keys`).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
     pub async fn stored(&self, viewer: &Viewer) -> Option<StoredChannel> {
-        self.store().await.newest_for_client(&viewer.session_key().public_key()).await.unwrap()
+        let client = viewer.session_key().public_key();
+        if let Some(store) = self.shared_store().await {
+            return store.newest_for_client(&client).await.unwrap();
+        }
+        self.store().await.newest_for_client(&client).await.unwrap()
     }
 
     /// The server's `/metrics`, parsed as Prometheus text: name → value
