@@ -8,7 +8,7 @@ mod common;
 
 use common::{LIFETIME, ServerOptions, ServerProcess, TestChain, args, within};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tollstream_client::{ServerEvent, Step, Viewer};
@@ -21,15 +21,14 @@ const SETTLER: &str = "this process now runs settlement";
 
 /// A fleet member on `database`: short windows, and a pay timeout long
 /// enough that a viewer the test is not driving just now waits, not fails.
-/// `keys` is the key store of the fleet's first process, so all sell the
-/// same keys.
-fn member(chain: &TestChain, database: &str, name: &str, keys: Option<PathBuf>) -> ServerProcess {
-    let options = ServerOptions {
-        pay_timeout: 30.0,
-        extra_args: args(&["--database-url", database, "--process-name", name, "--confirmations", "1"]),
-        keys_from: keys,
-        ..ServerOptions::default()
-    };
+/// `keys` is the key store of the fleet's first process (`--keys-dir`), so
+/// all sell the same keys.
+fn member(chain: &TestChain, database: &str, name: &str, keys: Option<&Path>) -> ServerProcess {
+    let mut extra = args(&["--database-url", database, "--process-name", name, "--confirmations", "1"]);
+    if let Some(keys) = keys {
+        extra.extend(["--keys-dir".to_owned(), keys.display().to_string()]);
+    }
+    let options = ServerOptions { pay_timeout: 30.0, extra_args: extra, ..ServerOptions::default() };
     ServerProcess::start(chain, &options)
 }
 
@@ -111,8 +110,8 @@ async fn a_fleet_survives_losing_its_settler_and_loses_no_payment() {
     // The first process takes the settler lock before the others start.
     let first = member(&chain, &database, "first", None);
     first.wait_for(20, "the first process to settle", async || first.log().contains(SETTLER).then_some(())).await;
-    let second = member(&chain, &database, "second", Some(first.keys_dir()));
-    let third = member(&chain, &database, "third", Some(first.keys_dir()));
+    let second = member(&chain, &database, "second", Some(&first.keys_dir()));
+    let third = member(&chain, &database, "third", Some(&first.keys_dir()));
     let nginx = Nginx::start(&[&second.url, &third.url]);
     let fleet_log = || format!("first:\n{}\nsecond:\n{}\nthird:\n{}", first.log(), second.log(), third.log());
 
@@ -208,7 +207,7 @@ async fn a_client_that_moves_to_another_process_ends_its_session_on_the_first() 
     let database = create_database().await;
     let chain = TestChain::new().await;
     let a = member(&chain, &database, "a", None);
-    let b = member(&chain, &database, "b", Some(a.keys_dir()));
+    let b = member(&chain, &database, "b", Some(&a.keys_dir()));
     let log = || format!("a:\n{}\nb:\n{}", a.log(), b.log());
     let wallet = chain.viewer_wallet().await;
 

@@ -88,9 +88,6 @@ pub struct ServerOptions {
     pub settle_interval: f64,
     /// More `serve` flags.
     pub extra_args: Vec<String>,
-    /// A key store to copy in before the start: the servers of a fleet
-    /// must sell the same keys for a segment.
-    pub keys_from: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -101,7 +98,6 @@ impl Default for ServerOptions {
             streams: "demo=1000".into(),
             settle_interval: 0.2,
             extra_args: Vec::new(),
-            keys_from: None,
         }
     }
 }
@@ -158,14 +154,6 @@ impl ServerProcess {
             command.extend(["--confirmations".into(), "1".into()]);
         }
         command.extend(options.extra_args.iter().cloned());
-        if let Some(keys) = &options.keys_from {
-            let copy = data_dir.join("keys");
-            std::fs::create_dir_all(&copy).unwrap();
-            for entry in std::fs::read_dir(keys).unwrap() {
-                let entry = entry.unwrap();
-                std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-            }
-        }
         let (child, urls) = spawn(&command, &data_dir);
         ServerProcess { child, url: urls[0].clone(), urls, data_dir, command, _dir: Some(dir) }
     }
@@ -209,7 +197,7 @@ impl ServerProcess {
         Some(tollstream_server::store::open_read_only(&self.command[at + 1]).await.unwrap())
     }
 
-    /// The server's key store (`DATA_DIR/keys`).
+    /// The server's key store when it has no `--keys-dir` (`DATA_DIR/keys`).
     pub fn keys_dir(&self) -> PathBuf {
         self.data_dir.join("keys")
     }
