@@ -237,9 +237,26 @@ async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
 /// at scale: `--kill-server-after` and `--verify-store`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_kills_the_server_and_finds_nothing_acknowledged_missing() {
+    kill_mid_run_and_verify_the_store(None).await;
+}
+
+/// The same on PostgreSQL: `--verify-store` takes the database URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_bench_kills_the_server_and_finds_nothing_acknowledged_missing() {
+    let url = tollstream_server::store::testing::create_database().await;
+    kill_mid_run_and_verify_the_store(Some(url)).await;
+}
+
+async fn kill_mid_run_and_verify_the_store(database_url: Option<String>) {
     let chain = TestChain::new().await;
-    let options =
-        ServerOptions { window_seconds: 0.2, pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
+    let extra_args = database_url.iter().flat_map(|url| ["--database-url".to_owned(), url.clone()]).collect();
+    let options = ServerOptions {
+        window_seconds: 0.2,
+        pay_timeout: 30.0,
+        streams: "bench=100000".into(),
+        extra_args,
+        ..Default::default()
+    };
     let server = ServerProcess::start(&chain, &options);
     let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +270,8 @@ async fn the_bench_kills_the_server_and_finds_nothing_acknowledged_missing() {
         "--kill-server-after".to_owned(),
         "3".to_owned(),
     ]);
-    args.extend(["--verify-store".to_owned(), server.data_dir.display().to_string()]);
+    let store = database_url.unwrap_or_else(|| server.data_dir.display().to_string());
+    args.extend(["--verify-store".to_owned(), store]);
     let report = bench(&args, &server).await;
 
     let acknowledged = report["payments"]["acknowledged"].as_u64().unwrap();
