@@ -128,3 +128,41 @@ async fn media_is_served_with_types_caching_and_ranges_and_nothing_else_is_reach
     // A server not started by the demo would not hand out keys; this one does.
     assert_eq!(get(&format!("{base}/demo.json")).await.status(), 200);
 }
+
+/// `tollstream demo --database-url` keeps its channels in PostgreSQL, and
+/// the operator's `tollstream channels --database-url` lists them there.
+#[tokio::test]
+async fn the_demo_and_the_channel_listing_work_on_postgresql() {
+    let url = tollstream_server::store::testing::create_database().await;
+    let demo = Demo::start(&[DEMO, &["--database-url", &url]].concat());
+    let info = demo.demo_json();
+    let output = tokio::task::spawn_blocking({
+        let (server, rpc) = (demo.url.clone(), info["rpc_url"].as_str().unwrap().to_owned());
+        let (key, out) = (demo.path("viewer-1.key"), demo.path("out.ts"));
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_tollstream"))
+                .args(["watch", &server, "--rpc-url", &rpc, "--windows", "2", "--wallet-key-file"])
+                .arg(key)
+                .arg("-o")
+                .arg(out)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!demo.path("tollstream.sqlite").exists(), "no SQLite file beside a PostgreSQL store");
+
+    let store = tollstream_server::store::open_read_only(&url).await.unwrap();
+    let channels = store.list().await.unwrap();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].state.client_sequence_number, 2);
+
+    let listing =
+        Command::new(env!("CARGO_BIN_EXE_tollstream")).args(["channels", "--database-url", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.status.success(), "{text}{}", String::from_utf8_lossy(&listing.stderr));
+    let id = format!("{:#x}", channels[0].state.channel_id);
+    assert!(text.lines().any(|line| line.starts_with(&id[..10])), "the channel is listed: {text}");
+}
