@@ -27,6 +27,25 @@ fn probe(path: &Path) -> (Vec<String>, Option<f64>) {
     (types, duration)
 }
 
+/// `tollstream watch` of the demo's first viewer for `windows` windows,
+/// written to `out`.
+async fn watch(demo: &Demo, windows: u32, out: &Path) -> std::process::Output {
+    let info = demo.demo_json();
+    let (url, rpc) = (demo.url.clone(), info["rpc_url"].as_str().unwrap().to_owned());
+    let (key, out) = (demo.path("viewer-1.key"), out.to_owned());
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tollstream"))
+            .args(["watch", &url, "--rpc-url", &rpc, "--windows", &windows.to_string(), "--wallet-key-file"])
+            .arg(key)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 async fn get(url: &str) -> reqwest::Response {
     reqwest::get(url).await.unwrap()
 }
@@ -39,21 +58,7 @@ async fn watch_pays_three_windows_and_writes_video_that_decodes() {
     assert!(!info["viewer_private_keys"].as_array().unwrap().is_empty());
 
     let out = demo.path("out.ts");
-    let output = tokio::task::spawn_blocking({
-        let (url, rpc) = (demo.url.clone(), info["rpc_url"].as_str().unwrap().to_owned());
-        let (key, out) = (demo.path("viewer-1.key"), out.clone());
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_tollstream"))
-                .args(["watch", &url, "--rpc-url", &rpc, "--windows", "3", "--wallet-key-file"])
-                .arg(key)
-                .arg("-o")
-                .arg(out)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let output = watch(&demo, 3, &out).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("paid 3 windows"), "{stdout}");
@@ -135,22 +140,7 @@ async fn media_is_served_with_types_caching_and_ranges_and_nothing_else_is_reach
 async fn the_demo_and_the_channel_listing_work_on_postgresql() {
     let url = tollstream_server::store::testing::create_database().await;
     let demo = Demo::start(&[DEMO, &["--database-url", &url]].concat());
-    let info = demo.demo_json();
-    let output = tokio::task::spawn_blocking({
-        let (server, rpc) = (demo.url.clone(), info["rpc_url"].as_str().unwrap().to_owned());
-        let (key, out) = (demo.path("viewer-1.key"), demo.path("out.ts"));
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_tollstream"))
-                .args(["watch", &server, "--rpc-url", &rpc, "--windows", "2", "--wallet-key-file"])
-                .arg(key)
-                .arg("-o")
-                .arg(out)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let output = watch(&demo, 2, &demo.path("out.ts")).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!demo.path("tollstream.sqlite").exists(), "no SQLite file beside a PostgreSQL store");
 
