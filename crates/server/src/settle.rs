@@ -39,6 +39,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Gas one close takes, with headroom: what the payee's balance is
 /// measured against (a close costs 46,000–56,000 gas, see the README).
 pub const CLOSE_GAS: u64 = 70_000;
+/// How often the payee's gas is checked while it is sufficient.
+const GAS_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// The payee is warned while its balance covers fewer than this many
 /// times the closes it owes.
 const GAS_MARGIN: u64 = 2;
@@ -119,6 +121,8 @@ pub struct Settlement {
     turn: usize,
     /// Whether the payee's lack of gas was already warned about.
     gas_low: bool,
+    /// When the payee's gas was last checked.
+    gas_checked: Option<Instant>,
 }
 
 impl Settlement {
@@ -143,6 +147,7 @@ impl Settlement {
             mined_unconfirmed: 0,
             turn: 0,
             gas_low: false,
+            gas_checked: None,
         }
     }
 
@@ -184,22 +189,28 @@ impl Settlement {
                 return;
             }
         }
-        // Every channel that owes the server, due or not, for the gas check;
-        // then those due now.
-        let (owing, due) = match (
-            self.store.awaiting_settlement(u64::MAX).await,
-            self.store.awaiting_settlement(head.timestamp).await,
-        ) {
-            (Ok(owing), Ok(due)) => (owing.len() as u64, due),
-            (Err(error), _) | (_, Err(error)) => {
+        // The payee's gas against every channel owing the server, due or
+        // not: every pass while it is short (so funding shows at once),
+        // else every GAS_CHECK_INTERVAL.
+        if self.gas_low || self.gas_checked.is_none_or(|at| at.elapsed() >= GAS_CHECK_INTERVAL) {
+            match self.store.count_owing().await {
+                Ok(owing) => match self.check_gas(owing).await {
+                    Ok(()) => self.gas_checked = Some(Instant::now()),
+                    Err(error) => {
+                        self.failed(&error);
+                        tracing::warn!(%error, "cannot read the payee's balance");
+                    }
+                },
+                Err(error) => tracing::error!(%error, "cannot count the channels owing the server"),
+            }
+        }
+        let due = match self.store.awaiting_settlement(head.timestamp).await {
+            Ok(due) => due,
+            Err(error) => {
                 tracing::error!(%error, "cannot list channels to settle");
                 return;
             }
         };
-        if let Err(error) = self.check_gas(owing).await {
-            self.failed(&error);
-            tracing::warn!(%error, "cannot read the payee's balance");
-        }
         self.metrics.channels_awaiting_settlement.set(due.len() as i64);
         self.at_cap = 0;
         self.mined_unconfirmed = 0;

@@ -298,6 +298,17 @@ pub trait Store: Send + Sync + 'static {
     /// `Database` or `Corrupt`.
     async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError>;
 
+    /// How many channels owe the server: open with server money, final,
+    /// or closing — what the payee's gas must cover. The default counts
+    /// what [`awaiting_settlement`](Self::awaiting_settlement) lists at
+    /// the end of time; a database counts without loading the rows.
+    ///
+    /// # Errors
+    /// `Database` or `Corrupt`.
+    async fn count_owing(&self) -> Result<u64, StoreError> {
+        Ok(self.awaiting_settlement(u64::MAX).await?.len() as u64)
+    }
+
     /// Records a signed close of the channel at `sequence`, signed when
     /// the latest block was `head`, and marks it closing, if its latest
     /// state is still `sequence` and it is open or final: a payment stored

@@ -218,6 +218,17 @@ impl Store for SqliteStore {
         rows.into_iter().map(ChannelRow::decode).collect()
     }
 
+    async fn count_owing(&self) -> Result<u64, StoreError> {
+        let owing: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM channels WHERE status IN ('final', 'closing') \
+             OR (status = 'open' AND server_balance != '0')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(owing as u64)
+    }
+
     async fn set_open(&self, id: &B256, open: OpenState, block: Option<BlockRef>) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE channels SET open_state = ?, open_block = COALESCE(?, open_block), \

@@ -238,6 +238,8 @@ async fn due_channels_are_final_closing_late_or_superseded(store: &dyn Store) {
     assert_eq!(ids(store.awaiting_settlement(949).await.unwrap()), [spent.channel_id]);
     assert_eq!(ids(store.awaiting_settlement(950).await.unwrap()), [owing.channel_id, spent.channel_id]);
     assert_eq!(ids(store.awaiting_settlement(u64::MAX / 2).await.unwrap()), [owing.channel_id, spent.channel_id]);
+    // What the payee's gas must cover: every channel that owes, due or not.
+    assert_eq!(store.count_owing().await.unwrap(), 2);
 
     // Client 4 paid on an old channel, then opened a new one: the old one
     // will never be paid again, so it is due now; the new one is not.
