@@ -11,6 +11,10 @@
 //! WebSocket transport only (no HTTP long-polling, no upgrade), the default namespace
 //! `/` only, JSON payloads only (binary packets are logged and dropped).
 //!
+//! # Layout
+//! - [`packet`]: the pure codec, one text frame ↔ one typed [`Packet`] (no I/O, fuzzed).
+//! - this module: the connection — handshake, one reader task and one writer task.
+//!
 //! # Wire format (one Engine.IO packet per WebSocket text frame)
 //! | frame | meaning |
 //! |---|---|
@@ -37,7 +41,6 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -46,6 +49,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, trace, warn};
+
+pub mod packet;
+
+use packet::{DEFAULT_NSP, Open};
+pub use packet::{Packet, PacketError, SioPacket};
 
 /// Capacity of the channel of server events handed to the application.
 pub const INCOMING_CAPACITY: usize = 64;
@@ -75,7 +83,7 @@ pub enum SocketIoError {
     /// The server answered the namespace CONNECT with a CONNECT_ERROR.
     #[error("Socket.IO server rejected the connection: {0}")]
     Rejected(String),
-    /// The peer sent something this client cannot understand, or data could not be encoded.
+    /// The peer sent something this client cannot understand.
     #[error("Socket.IO protocol error: {0}")]
     Protocol(String),
     /// No acknowledgement arrived in time.
@@ -114,8 +122,7 @@ impl Acker {
         if !self.shared.is_connected() {
             return Err(SocketIoError::Disconnected);
         }
-        let args = serde_json::to_string(&(data,)).map_err(encode_error)?;
-        let frame = format!("43{}{args}", self.id);
+        let frame = packet::ack_frame(self.id, std::slice::from_ref(data));
         self.out.send(frame).await.map_err(|_| SocketIoError::Disconnected)
     }
 
@@ -293,7 +300,7 @@ impl SocketIo {
         if !self.is_connected() {
             return Err(SocketIoError::Disconnected);
         }
-        let frame = event_frame(event, data, None)?;
+        let frame = packet::event_frame(event, std::slice::from_ref(data), None);
         self.inner.out.send(frame).await.map_err(|_| SocketIoError::Disconnected)
     }
 
@@ -305,7 +312,7 @@ impl SocketIo {
     pub async fn emit_with_ack(&self, event: &str, data: &Value, timeout: Duration) -> Result<Value, SocketIoError> {
         let shared = &*self.inner.shared;
         let id = shared.next_ack.fetch_add(1, Ordering::Relaxed);
-        let frame = event_frame(event, data, Some(id))?;
+        let frame = packet::event_frame(event, std::slice::from_ref(data), Some(id));
         // Registered before sending, so even an instant ack finds its waiter.
         let rx = shared.register(id).ok_or(SocketIoError::Disconnected)?;
         let _guard = WaiterGuard { shared, id };
@@ -361,38 +368,13 @@ fn engine_url(base: &str) -> Result<url::Url, SocketIoError> {
     Ok(url)
 }
 
-/// The Engine.IO open packet (`upgrades` is irrelevant on a direct WebSocket).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OpenPacket {
-    sid: String,
-    ping_interval: u64,
-    ping_timeout: u64,
-    #[serde(default)]
-    max_payload: u64,
-}
-
-#[derive(Deserialize)]
-struct ConnectReply {
-    sid: String,
-}
-
-#[derive(Deserialize)]
-struct ConnectError {
-    message: String,
-}
-
 fn ws_error(e: tungstenite::Error) -> SocketIoError {
     SocketIoError::WebSocket(Box::new(e))
 }
 
-fn encode_error(e: serde_json::Error) -> SocketIoError {
-    SocketIoError::Protocol(format!("cannot encode payload: {e}"))
-}
-
 /// Opens the WebSocket and runs the Engine.IO + Socket.IO handshake on it, before the
 /// stream is split, so that no task exists for a connection that never came up.
-async fn handshake(url: &str) -> Result<(Ws, OpenPacket, String), SocketIoError> {
+async fn handshake(url: &str) -> Result<(Ws, Open, String), SocketIoError> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
         // Every send is flushed anyway; a write buffer would only hold memory.
@@ -409,50 +391,45 @@ async fn handshake(url: &str) -> Result<(Ws, OpenPacket, String), SocketIoError>
         })?;
 
     let first = next_text(&mut ws).await?;
-    let open: OpenPacket = match first.strip_prefix('0') {
-        Some(json) => serde_json::from_str(json)
-            .map_err(|e| SocketIoError::Protocol(format!("bad Engine.IO open packet {first:?}: {e}")))?,
-        None => {
-            return Err(SocketIoError::Protocol(format!("expected the Engine.IO open packet, got {first:?}")));
-        }
+    let open = match Packet::decode(&first) {
+        Ok(Packet::Open(open)) => open,
+        Ok(_) => return Err(SocketIoError::Protocol(format!("expected the Engine.IO open packet, got {first:?}"))),
+        Err(e) => return Err(SocketIoError::Protocol(format!("bad first frame {first:?}: {e}"))),
     };
     trace!(engine_sid = %open.sid, "Engine.IO open");
 
     ws.send(Message::text("40")).await.map_err(ws_error)?;
     loop {
         let text = next_text(&mut ws).await?;
-        match text.as_bytes().first() {
+        let packet = Packet::decode(&text)
+            .map_err(|e| SocketIoError::Protocol(format!("bad frame {text:?} during connect: {e}")))?;
+        match packet {
             // Servers may ping right after the open packet, before answering CONNECT.
-            Some(b'2') => ws.send(Message::text("3")).await.map_err(ws_error)?,
-            Some(b'4') => {
-                let packet = SioPacket::parse(&text[1..])
-                    .map_err(|e| SocketIoError::Protocol(format!("bad packet {text:?} during connect: {e}")))?;
-                if packet.nsp != "/" {
-                    debug!(frame = %text, "ignoring packet for another namespace");
-                    continue;
-                }
-                match packet.kind {
-                    SioKind::Connect => {
-                        let reply: ConnectReply = serde_json::from_str(packet.payload)
-                            .map_err(|e| SocketIoError::Protocol(format!("bad CONNECT reply {text:?}: {e}")))?;
-                        return Ok((ws, open, reply.sid));
-                    }
-                    SioKind::ConnectError => {
-                        let message = serde_json::from_str::<ConnectError>(packet.payload)
-                            .map(|e| e.message)
-                            .unwrap_or_else(|_| packet.payload.to_owned());
-                        return Err(SocketIoError::Rejected(message));
-                    }
-                    SioKind::Disconnect => {
-                        return Err(SocketIoError::Rejected("server sent DISCONNECT during connect".to_owned()));
-                    }
-                    _ => debug!(frame = %text, "ignoring packet before CONNECT reply"),
-                }
+            Packet::Ping(_) => ws.send(Message::text("3")).await.map_err(ws_error)?,
+            Packet::Message(packet) if packet.nsp() != DEFAULT_NSP => {
+                debug!(frame = %text, "ignoring packet for another namespace");
             }
-            Some(b'1') => {
+            Packet::Message(SioPacket::Connect { data, .. }) => {
+                let sid = data.as_ref().and_then(|data| data.get("sid")).and_then(Value::as_str);
+                let Some(sid) = sid else {
+                    return Err(SocketIoError::Protocol(format!("CONNECT reply {text:?} without a sid")));
+                };
+                return Ok((ws, open, sid.to_owned()));
+            }
+            Packet::Message(SioPacket::ConnectError { data, .. }) => {
+                let message = match data.get("message").and_then(Value::as_str) {
+                    Some(message) => message.to_owned(),
+                    None => data.to_string(),
+                };
+                return Err(SocketIoError::Rejected(message));
+            }
+            Packet::Message(SioPacket::Disconnect { .. }) => {
+                return Err(SocketIoError::Rejected("server sent DISCONNECT during connect".to_owned()));
+            }
+            Packet::Close => {
                 return Err(SocketIoError::Connect("server closed the Engine.IO session during connect".to_owned()));
             }
-            _ => debug!(frame = %text, "ignoring Engine.IO packet during connect"),
+            _ => debug!(frame = %text, "ignoring packet before CONNECT reply"),
         }
     }
 }
@@ -472,86 +449,6 @@ async fn next_text(ws: &mut Ws) -> Result<String, SocketIoError> {
             }
         }
     }
-}
-
-/// `42[<event>,<data>]` or `42<id>[<event>,<data>]`.
-fn event_frame(event: &str, data: &Value, ack: Option<u64>) -> Result<String, SocketIoError> {
-    let args = serde_json::to_string(&(event, data)).map_err(encode_error)?;
-    Ok(match ack {
-        Some(id) => format!("42{id}{args}"),
-        None => format!("42{args}"),
-    })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SioKind {
-    Connect,
-    Disconnect,
-    Event,
-    Ack,
-    ConnectError,
-    BinaryEvent,
-    BinaryAck,
-}
-
-/// One Socket.IO packet (the part after the Engine.IO `4`), borrowed from the frame:
-/// `<type>[<attachments>-][<nsp>,][<ack id>][<json>]`.
-#[derive(Debug, PartialEq, Eq)]
-struct SioPacket<'a> {
-    kind: SioKind,
-    nsp: &'a str,
-    ack: Option<u64>,
-    payload: &'a str,
-}
-
-impl<'a> SioPacket<'a> {
-    fn parse(packet: &'a str) -> Result<Self, String> {
-        let kind = match packet.as_bytes().first() {
-            Some(b'0') => SioKind::Connect,
-            Some(b'1') => SioKind::Disconnect,
-            Some(b'2') => SioKind::Event,
-            Some(b'3') => SioKind::Ack,
-            Some(b'4') => SioKind::ConnectError,
-            Some(b'5') => SioKind::BinaryEvent,
-            Some(b'6') => SioKind::BinaryAck,
-            Some(_) => return Err("unknown Socket.IO packet type".to_owned()),
-            None => return Err("empty Socket.IO packet".to_owned()),
-        };
-        // Every index below is just after an ASCII byte, hence a char boundary.
-        let mut rest = &packet[1..];
-        if matches!(kind, SioKind::BinaryEvent | SioKind::BinaryAck) {
-            let digits = leading_digits(rest);
-            if digits == 0 || rest.as_bytes().get(digits) != Some(&b'-') {
-                return Err("binary packet without attachment count".to_owned());
-            }
-            rest = &rest[digits + 1..];
-        }
-        let nsp = if rest.starts_with('/') {
-            match rest.find(',') {
-                Some(comma) => {
-                    let nsp = &rest[..comma];
-                    rest = &rest[comma + 1..];
-                    nsp
-                }
-                None => std::mem::take(&mut rest),
-            }
-        } else {
-            "/"
-        };
-        let digits = leading_digits(rest);
-        let ack = if digits > 0 {
-            let id = rest[..digits].parse::<u64>().map_err(|e| format!("bad ack id: {e}"))?;
-            rest = &rest[digits..];
-            Some(id)
-        } else {
-            None
-        };
-        Ok(Self { kind, nsp, ack, payload: rest })
-    }
-}
-
-fn leading_digits(s: &str) -> usize {
-    s.bytes().take_while(u8::is_ascii_digit).count()
 }
 
 /// What the reader does with one frame.
@@ -574,46 +471,23 @@ enum Action {
 
 /// Classifies one text frame. Malformed input is an `Err` for the caller to log and skip.
 fn classify(frame: &str) -> Result<Action, String> {
-    let Some(&engine_type) = frame.as_bytes().first() else {
-        return Err("empty frame".to_owned());
-    };
-    match engine_type {
+    let packet = Packet::decode(frame).map_err(|e| e.to_string())?;
+    let first = |args: Vec<Value>| args.into_iter().next().unwrap_or(Value::Null);
+    Ok(match packet {
         // A ping may carry a payload (e.g. "2probe" during upgrades); the pong need not.
-        b'2' => return Ok(Action::Pong),
-        b'1' => return Ok(Action::Closed),
-        b'3' | b'6' => return Ok(Action::Nothing),
-        b'4' => {}
-        _ => return Err("unexpected Engine.IO packet type".to_owned()),
-    }
-    let packet = SioPacket::parse(&frame[1..])?;
-    if packet.nsp != "/" {
-        return Ok(Action::Nothing);
-    }
-    match packet.kind {
-        SioKind::Event => {
-            let mut args = parse_args(packet.payload)?.into_iter();
-            let event = match args.next() {
-                Some(Value::String(event)) => event,
-                _ => return Err("event array does not start with a name".to_owned()),
-            };
-            Ok(Action::Event { event, data: args.next().unwrap_or(Value::Null), ack: packet.ack })
+        Packet::Ping(_) => Action::Pong,
+        Packet::Close => Action::Closed,
+        Packet::Pong(_) | Packet::Upgrade | Packet::Noop => Action::Nothing,
+        Packet::Open(_) => return Err("Engine.IO open packet on an established connection".to_owned()),
+        Packet::Message(packet) if packet.nsp() != DEFAULT_NSP => Action::Nothing,
+        Packet::Message(SioPacket::Event { ack, event, args, .. }) => Action::Event { event, data: first(args), ack },
+        Packet::Message(SioPacket::Ack { id, args, .. }) => Action::Ack { id, data: first(args) },
+        Packet::Message(SioPacket::Disconnect { .. }) => Action::Closed,
+        Packet::Message(SioPacket::Connect { .. }) => Action::Nothing,
+        Packet::Message(SioPacket::ConnectError { data, .. }) => {
+            return Err(format!("CONNECT_ERROR on an established connection: {data}"));
         }
-        SioKind::Ack => {
-            let id = packet.ack.ok_or("ACK without id")?;
-            let data = parse_args(packet.payload)?.into_iter().next().unwrap_or(Value::Null);
-            Ok(Action::Ack { id, data })
-        }
-        SioKind::Disconnect => Ok(Action::Closed),
-        SioKind::Connect => Ok(Action::Nothing),
-        SioKind::ConnectError => Err(format!("CONNECT_ERROR on an established connection: {}", packet.payload)),
-        // Tollstream never sends binary; the attachment frames that follow are
-        // binary WebSocket frames, which the reader drops too.
-        SioKind::BinaryEvent | SioKind::BinaryAck => Err("binary Socket.IO packets are not supported".to_owned()),
-    }
-}
-
-fn parse_args(payload: &str) -> Result<Vec<Value>, String> {
-    serde_json::from_str(payload).map_err(|e| format!("payload is not a JSON array: {e}"))
+    })
 }
 
 struct ReaderCtx {
@@ -822,29 +696,6 @@ mod tests {
         );
         assert!(matches!(url("ftp://x"), Err(SocketIoError::Url(_))));
         assert!(matches!(url("not a url"), Err(SocketIoError::Url(_))));
-    }
-
-    #[test]
-    fn event_frames() {
-        let data = json!({"a": "q\"é"});
-        assert_eq!(event_frame("pay", &data, None).ok().as_deref(), Some(r#"42["pay",{"a":"q\"é"}]"#));
-        assert_eq!(event_frame("pay", &Value::Null, Some(7)).ok().as_deref(), Some(r#"427["pay",null]"#));
-    }
-
-    #[test]
-    fn packet_parsing() {
-        let p = SioPacket::parse(r#"212["ev",1]"#).ok();
-        assert_eq!(p, Some(SioPacket { kind: SioKind::Event, nsp: "/", ack: Some(12), payload: r#"["ev",1]"# }));
-        let p = SioPacket::parse(r#"3/admin,5[]"#).ok();
-        assert_eq!(p.map(|p| (p.nsp, p.ack)), Some(("/admin", Some(5))));
-        let p = SioPacket::parse("1/admin").ok();
-        assert_eq!(p.map(|p| (p.kind, p.nsp, p.payload)), Some((SioKind::Disconnect, "/admin", "")));
-        let p = SioPacket::parse(r#"51-["b",{"_placeholder":true,"num":0}]"#).ok();
-        assert_eq!(p.map(|p| p.kind), Some(SioKind::BinaryEvent));
-        assert!(SioPacket::parse("").is_err());
-        assert!(SioPacket::parse("9").is_err());
-        assert!(SioPacket::parse("5[]").is_err());
-        assert!(SioPacket::parse("399999999999999999999999[]").is_err());
     }
 
     #[test]
