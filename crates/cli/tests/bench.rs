@@ -21,6 +21,15 @@ fn write_key(dir: &Path, key: &SigningKey) -> String {
 }
 
 /// Runs `tollstream bench ARGS --json --per-viewer` and returns the report.
+/// A load generator opens all its connections from one address, at once:
+/// lift the per-address cap and the rate of new connections.
+fn uncapped(mut options: ServerOptions) -> ServerOptions {
+    options
+        .extra_args
+        .extend(["--max-connections-per-address", "0", "--new-connections-per-second", "0"].map(str::to_owned));
+    options
+}
+
 async fn bench(args: &[String], server: &ServerProcess) -> Value {
     finish_bench(spawn_bench(args), server).await
 }
@@ -110,7 +119,7 @@ async fn two_hundred_viewers_pay_five_windows_each_exactly_once() {
         streams: "bench=100000".into(),
         ..Default::default()
     };
-    let server = ServerProcess::start(&chain, &options);
+    let server = ServerProcess::start(&chain, &uncapped(options));
     let pid = server.pid();
     let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +156,7 @@ async fn with_spare_windows_channels_stay_open_after_the_last_payment() {
     const WINDOWS: u64 = 3;
     let chain = TestChain::new().await;
     let options = ServerOptions { pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
-    let server = ServerProcess::start(&chain, &options);
+    let server = ServerProcess::start(&chain, &uncapped(options));
     let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = write_key(dir.path(), &wallet);
@@ -179,7 +188,7 @@ async fn a_server_killed_mid_run_keeps_every_payment_it_acknowledged() {
     let chain = TestChain::new().await;
     let options =
         ServerOptions { window_seconds: 0.2, pay_timeout: 30.0, streams: "bench=100000".into(), ..Default::default() };
-    let mut server = ServerProcess::start(&chain, &options);
+    let mut server = ServerProcess::start(&chain, &uncapped(options));
     let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = write_key(dir.path(), &wallet);
@@ -257,7 +266,7 @@ async fn kill_mid_run_and_verify_the_store(database_url: Option<String>) {
         extra_args,
         ..Default::default()
     };
-    let server = ServerProcess::start(&chain, &options);
+    let server = ServerProcess::start(&chain, &uncapped(options));
     let wallet = chain.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = write_key(dir.path(), &wallet);
@@ -292,7 +301,7 @@ async fn idle_connections_are_held_on_every_listening_address() {
     let chain = TestChain::new().await;
     let listen = ["--listen", "[::1]:0"].map(str::to_owned).to_vec();
     let options = ServerOptions { extra_args: listen, ..Default::default() };
-    let server = ServerProcess::start(&chain, &options);
+    let server = ServerProcess::start(&chain, &uncapped(options));
     assert_eq!(server.urls.len(), 2, "one URL per --listen");
     assert!(server.urls[0].starts_with("http://127.0.0.1:"), "{:?}", server.urls);
     assert!(server.urls[1].starts_with("http://[::1]:"), "{:?}", server.urls);

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 use tollstream_protocol::{Address, Amount};
@@ -143,6 +144,58 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_COMMIT_PER_PAYMENT")]
     pub commit_per_payment: bool,
 
+    /// PEM certificate chain (leaf first) to serve https and wss on every
+    /// --listen address; needs --tls-key. Without it the server speaks
+    /// plain http: for loopback, or behind a proxy that terminates TLS.
+    #[arg(long, env = "TOLLSTREAM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TOLLSTREAM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Requests (`publicKey`, `latestState`, `newChannel`, `play`, `stop`)
+    /// one connection may send a second; over it the request is answered
+    /// `rate_limited` and has no effect. Answers to `pay` are never
+    /// limited. PROTOCOL.md 1.1 has servers allow at least 10.
+    #[arg(long, env = "TOLLSTREAM_REQUESTS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..))]
+    pub requests_per_second: u32,
+
+    /// Requests one connection may send at once before --requests-per-second
+    /// applies (at least 20, PROTOCOL.md 1.1).
+    #[arg(long, env = "TOLLSTREAM_REQUEST_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(20..))]
+    pub request_burst: u32,
+
+    /// A connection refused this many requests in a burst (the allowance
+    /// refills at --requests-per-second) is flooding, and is closed.
+    #[arg(long, env = "TOLLSTREAM_FLOOD_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_limit: u32,
+
+    /// Open connections from one client address (an IPv4 address or an
+    /// IPv6 /64); more are closed at accept. 0 for no cap. Behind a proxy
+    /// every connection comes from the proxy's address: cap there instead
+    /// and pass 0 here.
+    #[arg(long, env = "TOLLSTREAM_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
+    pub max_connections_per_address: u32,
+
+    /// New connections accepted a second over all addresses (a bucket
+    /// whose burst equals the rate); more are closed at accept. 0 for no
+    /// cap.
+    #[arg(long, env = "TOLLSTREAM_NEW_CONNECTIONS_PER_SECOND", default_value_t = 200)]
+    pub new_connections_per_second: u32,
+
+    /// Chain lookups `newChannel` may run at once over all connections
+    /// (one at a time per connection), so strangers cannot spend the RPC
+    /// quota; a request that waits longer than --rpc-timeout for its turn
+    /// is answered `rate_limited`.
+    #[arg(long, env = "TOLLSTREAM_CHAIN_LOOKUPS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chain_lookups: u32,
+
+    /// Seconds a channel the chain said does not exist is answered
+    /// `unknown_channel` from memory, without asking the chain again.
+    #[arg(long, env = "TOLLSTREAM_NEGATIVE_CACHE_SECONDS", default_value_t = 5.0, value_parser = non_negative_seconds)]
+    pub negative_cache_seconds: f64,
+
     /// Set by `tollstream demo` only: served at `/demo.json` so the player
     /// page can offer funded dev wallets. Never a flag: a real server must
     /// not hand out keys.
@@ -165,6 +218,33 @@ impl ServeConfig {
 
     pub fn pay_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.pay_timeout)
+    }
+
+    /// The limits on accepting connections.
+    pub fn accept_limits(&self) -> crate::listener::AcceptLimits {
+        crate::listener::AcceptLimits {
+            per_address: NonZeroU32::new(self.max_connections_per_address),
+            new_per_second: NonZeroU32::new(self.new_connections_per_second),
+        }
+    }
+
+    /// The limits on each connection's requests.
+    pub fn request_limits(&self) -> crate::socket::limits::RequestLimitConfig {
+        crate::socket::limits::RequestLimitConfig {
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
+            flood_limit: self.flood_limit,
+            chain_lookups: self.chain_lookups,
+            chain_lookup_wait: Duration::from_secs_f64(self.rpc_timeout),
+            negative_cache: Duration::from_secs_f64(self.negative_cache_seconds),
+        }
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value == 0.0 => Ok(value),
+        _ => positive_seconds(text),
     }
 }
 

@@ -18,6 +18,8 @@ pub enum ServerError {
     Keys(#[from] tollstream_media::KeyStoreError),
     #[error("{0}")]
     Config(String),
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] crate::listener::TlsConfigError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -19,6 +19,8 @@
 //!   confirmed, removed by a reorg), and the chain clock's refresh.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`http`]: plain HTTP routes.
+//! - [`listener`]: accepting connections: per-address caps, the rate of
+//!   new connections, TLS.
 //! - [`error`]: start-up failures, [`ServerError`].
 
 pub mod cluster;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod confirmations;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod settle;
 pub mod socket;
@@ -39,7 +42,6 @@ pub use state::AppState;
 pub use tokio_util::sync::CancellationToken;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use std::future::Future;
@@ -80,6 +82,10 @@ pub fn read_wallet_key(path: &std::path::Path) -> Result<SigningKey, ServerError
 /// When any of them cannot be opened.
 pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> Result<AppState, ServerError> {
     let wallet = read_wallet_key(&config.wallet_key_file)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(listener::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     let mode = if config.commit_per_payment { store::CommitMode::PerPayment } else { store::CommitMode::Group };
@@ -110,7 +116,7 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
         store::DatabaseUrl::Sqlite(_) => cluster::Cluster::single(),
     };
     tracing::info!(database = %database, process = %cluster.id, "store opened");
-    let state = AppState::new(config, store, Arc::new(chain), wallet, streams, cluster, shutdown);
+    let state = AppState::new(config, store, Arc::new(chain), wallet, streams, cluster, shutdown, tls);
     state.clock.set(now);
     Ok(state)
 }
@@ -180,16 +186,12 @@ pub async fn run(
         }
     });
     let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
+    // One count of connections per address over every listener.
+    let slots = listener::AddressSlots::new(state.accept_limits.per_address);
+    for tcp in listeners {
         let stopped = token.clone().cancelled_owned();
-        // Every message is a small frame that someone waits for: Nagle's
-        // algorithm would hold one back until the previous one is
-        // acknowledged.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
+        let listener =
+            listener::Listener::new(tcp, state.tls.clone(), state.accept_limits, slots.clone(), state.metrics.clone())?;
         servers.spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future());
     }
     // Whichever listener stops first, for whatever reason, stops them all,

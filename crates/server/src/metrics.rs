@@ -43,6 +43,20 @@ pub struct Metrics {
     /// Chain reads or sends that failed for want of an answer (refused or
     /// timed out).
     pub chain_errors: IntCounter,
+    /// Requests answered `rate_limited`.
+    pub requests_rate_limited: IntCounter,
+    /// Connections closed because they kept flooding requests.
+    pub connections_closed_flooding: IntCounter,
+    /// Connections closed at accept, by `reason`: `per_address` or `rate`.
+    pub connections_refused: IntCounterVec,
+    /// TCP connections open now.
+    pub connections_open: IntGauge,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: IntCounter,
+    /// `newChannel` chain lookups running now.
+    pub chain_lookups_in_flight: IntGauge,
+    /// `newChannel`s answered `unknown_channel` from memory.
+    pub negative_cache_hits: IntCounter,
 }
 
 impl Metrics {
@@ -127,9 +141,43 @@ impl Metrics {
                 "Chain RPC calls that got no answer (refused or timed out)",
             )
             .expect("valid"),
+            requests_rate_limited: IntCounter::new(
+                "tollstream_requests_rate_limited_total",
+                "Requests answered rate_limited",
+            )
+            .expect("valid"),
+            connections_closed_flooding: IntCounter::new(
+                "tollstream_connections_closed_flooding_total",
+                "Connections closed because they kept flooding requests",
+            )
+            .expect("valid"),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "tollstream_connections_refused_total",
+                    "Connections closed at accept, by reason (per_address, rate)",
+                ),
+                &["reason"],
+            )
+            .expect("valid"),
+            connections_open: IntGauge::new("tollstream_connections_open", "TCP connections open now").expect("valid"),
+            tls_handshake_failures: IntCounter::new(
+                "tollstream_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out",
+            )
+            .expect("valid"),
+            chain_lookups_in_flight: IntGauge::new(
+                "tollstream_chain_lookups_in_flight",
+                "newChannel chain lookups running now",
+            )
+            .expect("valid"),
+            negative_cache_hits: IntCounter::new(
+                "tollstream_negative_cache_hits_total",
+                "newChannel requests answered unknown_channel from memory",
+            )
+            .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -148,9 +196,20 @@ impl Metrics {
             Box::new(metrics.closes_at_fee_cap.clone()),
             Box::new(metrics.closes_mined_unconfirmed.clone()),
             Box::new(metrics.chain_errors.clone()),
+            Box::new(metrics.requests_rate_limited.clone()),
+            Box::new(metrics.connections_closed_flooding.clone()),
+            Box::new(metrics.connections_refused.clone()),
+            Box::new(metrics.connections_open.clone()),
+            Box::new(metrics.tls_handshake_failures.clone()),
+            Box::new(metrics.chain_lookups_in_flight.clone()),
+            Box::new(metrics.negative_cache_hits.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
+        }
+        // Both reasons show from the start, at zero, for dashboards and alerts.
+        for reason in ["per_address", "rate"] {
+            metrics.connections_refused.with_label_values(&[reason]);
         }
         metrics
     }

@@ -3,7 +3,9 @@
 use crate::cluster::Cluster;
 use crate::config::ServeConfig;
 use crate::confirmations::Opens;
+use crate::listener::AcceptLimits;
 use crate::metrics::Metrics;
+use crate::socket::limits::RequestLimits;
 use crate::socket::sessions::Sessions;
 use crate::store::Store;
 use crate::streams::StreamCatalog;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollstream_chain::{Chain, ChainError, Policy};
@@ -61,6 +64,12 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Every streaming task, so shutdown can wait for in-flight writes.
     pub tasks: TaskTracker,
+    /// Each connection's request allowance and the bound on chain lookups.
+    pub limits: RequestLimits,
+    /// `--max-connections-per-address`, `--new-connections-per-second`.
+    pub accept_limits: AcceptLimits,
+    /// `--tls-cert`/`--tls-key`, read at start; `None` serves plain http.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,6 +81,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    // Each argument is a resource opened separately by `build_state`, its
+    // only caller; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &ServeConfig,
         store: Arc<dyn Store>,
@@ -80,6 +92,7 @@ impl AppState {
         streams: StreamCatalog,
         cluster: Cluster,
         shutdown: CancellationToken,
+        tls: Option<TlsAcceptor>,
     ) -> Self {
         let domain = ChannelDomain::new(chain.chain_id(), chain.contract());
         // Only a fleet needs its processes told apart; a lone server's
@@ -133,11 +146,14 @@ impl AppState {
             min_channel_seconds: config.min_channel_seconds,
             settle_margin: config.settle_margin,
             settle_interval: Duration::from_secs_f64(config.settle_interval),
-            metrics,
+            metrics: metrics.clone(),
             demo: config.demo.clone(),
             sessions: Sessions::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            limits: RequestLimits::new(&config.request_limits(), metrics.clone()),
+            accept_limits: config.accept_limits(),
+            tls,
         }))
     }
 }

@@ -152,6 +152,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settle_interval: 2.0,
         streams: Vec::new(),
         commit_per_payment: false,
+        // Loopback only, a handful of viewers: plain http and the limits a
+        // public server starts with (`serve`'s defaults).
+        tls_cert: None,
+        tls_key: None,
+        requests_per_second: 10,
+        request_burst: 20,
+        flood_limit: 200,
+        max_connections_per_address: 64,
+        new_connections_per_second: 200,
+        chain_lookups: 16,
+        negative_cache_seconds: 5.0,
         demo: Some(demo),
     };
     let state = tollstream_server::build_state(&config, CancellationToken::new()).await?;

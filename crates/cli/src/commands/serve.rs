@@ -15,8 +15,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     // Printed once every address is bound: one line per address, in the
     // order given, which scripts and tests read the ports from.
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
     for listener in &listeners {
-        println!("tollstream listening on http://{}", listener.local_addr()?);
+        println!("tollstream listening on {scheme}://{}", listener.local_addr()?);
     }
     std::io::stdout().flush()?;
     let addresses: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
@@ -28,6 +29,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         window_seconds = config.window_seconds,
         window_price = %config.window_price,
         streams = state.info.streams.len(),
+        tls = state.tls.is_some(),
+        max_connections_per_address = config.max_connections_per_address,
+        new_connections_per_second = config.new_connections_per_second,
+        requests_per_second = config.requests_per_second,
         "serving"
     );
     tollstream_server::run(state, listeners, super::shutdown_signal()).await?;

@@ -2,10 +2,18 @@
 
 use super::reply;
 use crate::state::AppState;
-use socketioxide::extract::{AckSender, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use tollstream_protocol::{ChannelState, ClientKey, ProtocolError};
 
-pub async fn handle(TryData(data): TryData<serde_json::Value>, ack: AckSender, State(state): State<AppState>) {
+pub async fn handle(
+    socket: SocketRef,
+    TryData(data): TryData<serde_json::Value>,
+    ack: AckSender,
+    State(state): State<AppState>,
+) {
+    if let Err(limited) = state.limits.admit(&socket) {
+        return reply::ack::<()>(ack, Err(limited));
+    }
     reply::ack(ack, latest_state(&state, reply::body(data)).await);
 }
 

@@ -3,6 +3,7 @@
 
 mod ack_requested;
 mod latest_state;
+pub mod limits;
 mod new_channel;
 mod play;
 mod public_key;
@@ -23,6 +24,7 @@ use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, event};
 /// after that answer, so an event a client sends the moment it is
 /// connected could otherwise arrive before its handler exists and be lost.
 pub async fn register_handlers(socket: SocketRef, State(state): State<AppState>) -> Result<(), Infallible> {
+    socket.extensions.insert(state.limits.allowance());
     socket.on(event::PUBLIC_KEY, public_key::handle);
     socket.on(event::LATEST_STATE, latest_state::handle);
     socket.on(event::NEW_CHANNEL, new_channel::handle);

@@ -4,20 +4,36 @@
 use super::{refused, reply};
 use crate::state::AppState;
 use crate::store::OpenState;
-use socketioxide::extract::{AckSender, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use tollstream_chain::{ChainError, ChannelStatus as OnChainStatus};
 use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, U256, check_opening_state};
 
-pub async fn handle(TryData(data): TryData<serde_json::Value>, ack: AckSender, State(state): State<AppState>) {
-    reply::ack(ack, new_channel(&state, reply::body(data)).await);
+pub async fn handle(
+    socket: SocketRef,
+    TryData(data): TryData<serde_json::Value>,
+    ack: AckSender,
+    State(state): State<AppState>,
+) {
+    let result = match state.limits.admit(&socket) {
+        Ok(()) => new_channel(&state, &socket, reply::body(data)).await,
+        Err(limited) => Err(limited),
+    };
+    reply::ack(ack, result);
 }
 
 async fn new_channel(
     state: &AppState,
+    socket: &SocketRef,
     request: Result<ChannelState, ProtocolError>,
 ) -> Result<Option<ChannelState>, ProtocolError> {
     let opening = request?;
     check_opening_state(&opening, &state.domain)?;
+    // Everything below may read the chain: a bounded number of lookups at
+    // once, and ids the chain just said are unknown answered from memory.
+    if state.limits.known_unknown(&opening.channel_id) {
+        return Err(unknown_channel());
+    }
+    let _lookup = state.limits.chain_lookup(socket).await?;
 
     // Announcing a channel again is idempotent.
     if let Some(stored) = state.store.channel(&opening.channel_id).await? {
@@ -47,7 +63,8 @@ async fn new_channel(
     match onchain.status {
         OnChainStatus::Open => {}
         OnChainStatus::None => {
-            return Err(refused(ErrorCode::UnknownChannel, "no such channel at channel_address"));
+            state.limits.remember_unknown(opening.channel_id);
+            return Err(unknown_channel());
         }
         OnChainStatus::Closed | OnChainStatus::Refunded => {
             return Err(refused(ErrorCode::ChannelNotOpen, "the channel is already closed or refunded"));
@@ -105,6 +122,10 @@ async fn new_channel(
         "channel announced"
     );
     super::latest_view(state, stored).await
+}
+
+fn unknown_channel() -> ProtocolError {
+    refused(ErrorCode::UnknownChannel, "no such channel at channel_address")
 }
 
 /// Names the channel whose chain read failed; the conversion logs the

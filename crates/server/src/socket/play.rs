@@ -16,7 +16,10 @@ pub async fn handle(
     AckRequested(with_ack): AckRequested,
     State(state): State<AppState>,
 ) {
-    let result = play(&state, &socket, reply::body(data)).await;
+    let result = match state.limits.admit(&socket) {
+        Ok(()) => play(&state, &socket, reply::body(data)).await,
+        Err(limited) => Err(limited),
+    };
     match result {
         Ok(()) => reply::ack(ack, Ok(Empty {})),
         Err(error) if with_ack => reply::ack::<Empty>(ack, Err(error)),

@@ -11,6 +11,9 @@ pub async fn handle(
     ack: AckSender,
     State(state): State<AppState>,
 ) {
+    if let Err(limited) = state.limits.admit(&socket) {
+        return reply::ack::<Empty>(ack, Err(limited));
+    }
     let result = reply::body::<ClientKey>(data).and_then(|ClientKey { client_public_key }| {
         if state.sessions.stop(&client_public_key, socket.id) {
             tracing::info!(sid = %socket.id, client = %client_public_key, "stopped streaming");
