@@ -359,9 +359,12 @@ fn on_chain(entry: TollstreamChannels::channelsReturn) -> Result<OnChainChannel,
 /// When `rpc_url` is not a URL.
 pub fn connect_provider(rpc_url: &str, wallet: Option<&SigningKey>) -> Result<DynProvider, ChainError> {
     let url = rpc_url.parse().map_err(|e| ChainError::Other(format!("invalid RPC URL {rpc_url:?}: {e}")))?;
+    let http = crate::rpc::http_client_builder()
+        .build()
+        .map_err(|e| ChainError::Other(format!("cannot build the HTTP client: {e}")))?;
     Ok(match wallet {
-        Some(key) => ProviderBuilder::new().wallet(wallet_of(key)).connect_http(url).erased(),
-        None => ProviderBuilder::new().connect_http(url).erased(),
+        Some(key) => ProviderBuilder::new().wallet(wallet_of(key)).connect_reqwest(http, url).erased(),
+        None => ProviderBuilder::new().connect_reqwest(http, url).erased(),
     })
 }
 

@@ -6,12 +6,18 @@
 //! refuses connections or hangs changes nothing while another answers.
 //! The timeout is reqwest's, per call, so a hung endpoint fails a call
 //! instead of stalling whoever made it.
+//!
+//! Endpoints may be `https://`, as public ones are: every HTTP client of
+//! the chain speaks TLS through rustls on the ring provider, trusting the
+//! system's root certificates ([`tls_config`]).
 
 use crate::error::ChainError;
 use alloy::rpc::client::RpcClient;
 use alloy::transports::http::Http;
 use alloy::transports::layers::FallbackLayer;
+use rustls::pki_types::CertificateDer;
 use std::num::NonZeroUsize;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower::ServiceBuilder;
 
@@ -35,7 +41,7 @@ impl RpcOptions {
     /// # Errors
     /// `Other` when there is no endpoint or one is not a URL.
     pub fn client(&self) -> Result<RpcClient, ChainError> {
-        let http = reqwest::Client::builder()
+        let http = http_client_builder()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
             .build()
@@ -59,4 +65,41 @@ impl RpcOptions {
             }
         }
     }
+}
+
+/// A rustls client configuration on the ring provider that trusts the
+/// system's root certificates and `extra_roots` (the CA of a private
+/// deployment). The system's roots are verified the platform's way
+/// (rustls-platform-verifier, as reqwest does).
+///
+/// A machine without a CA bundle has no system roots: the configuration
+/// then trusts `extra_roots` alone, the reason is logged, and an https
+/// server signed by another CA is refused at its handshake. Every element
+/// of `extra_roots` must be a valid certificate; one that is not is left
+/// out (check them first, as the client's `--ca-cert` does).
+pub fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    match rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.clone(), provider) {
+        Ok(verifier) => builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth(),
+        Err(error) => {
+            tracing::warn!(%error, "no usable system root certificates: https servers are trusted only by a given CA");
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(extra_roots);
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    }
+}
+
+/// A reqwest client builder whose https trusts the system's roots. Every
+/// reqwest client must be built with a TLS configuration, since the ring
+/// provider is not installed as the process's default (building one
+/// without would panic).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // Loaded once: reading the system's bundle takes milliseconds.
+    static SYSTEM: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    let config = SYSTEM.get_or_init(|| tls_config(Vec::new())).clone();
+    reqwest::Client::builder().use_preconfigured_tls(config)
 }

@@ -2,6 +2,7 @@
 //! and the server's events as [`ServerEvent`]s.
 
 use crate::socketio::{Acker, Incoming, SocketIo, SocketIoError};
+use crate::tls::Tls;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -92,12 +93,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the server at `url` (e.g. `http://127.0.0.1:8080`).
+    /// Connects to the server at `url` (e.g. `http://127.0.0.1:8080`, or
+    /// `https://` with a certificate the system's roots trust).
     ///
     /// # Errors
     /// When the Socket.IO connection cannot be established.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let (io, events) = SocketIo::connect(url).await?;
+        Self::connect_with(url, Tls::system()).await
+    }
+
+    /// Connects to the server at `url`, trusting what `tls` trusts when the
+    /// URL is `https://` (e.g. a private CA's certificates).
+    ///
+    /// # Errors
+    /// When the Socket.IO connection cannot be established.
+    pub async fn connect_with(url: &str, tls: &Tls) -> Result<Client, ClientError> {
+        let (io, events) = SocketIo::connect_with(url, tls).await?;
         Ok(Client { io, events, timeout: Duration::from_secs(30) })
     }
 

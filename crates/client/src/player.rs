@@ -6,6 +6,9 @@ use tollstream_media::playlist::{PlaylistSegment, parse_key_uri, parse_playlist}
 use tollstream_media::{SegmentKey, decrypt_segment};
 use tollstream_protocol::SegmentKey as WireKey;
 
+use crate::root_cause;
+use crate::tls::Tls;
+
 /// Why media could not be fetched or decrypted.
 #[derive(Debug, thiserror::Error)]
 pub enum PlayerError {
@@ -36,7 +39,18 @@ impl MediaFetcher {
     /// When the playlist cannot be fetched or parsed, or does not key every
     /// segment for `stream_id`.
     pub async fn open(server: &str, stream_id: &str, playlist: &str) -> Result<Self, PlayerError> {
-        let http = reqwest::Client::new();
+        Self::open_with(Tls::system(), server, stream_id, playlist).await
+    }
+
+    /// [`open`](Self::open), trusting what `tls` trusts for https.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with(tls: &Tls, server: &str, stream_id: &str, playlist: &str) -> Result<Self, PlayerError> {
+        let http = tls
+            .http_client_builder()
+            .build()
+            .map_err(|e| PlayerError::Fetch { url: server.to_owned(), reason: root_cause(&e) })?;
         let url = url::Url::parse(server)
             .and_then(|base| base.join(playlist))
             .map_err(|e| PlayerError::Playlist { url: playlist.to_owned(), reason: e.to_string() })?;
@@ -101,9 +115,9 @@ impl MediaFetcher {
 
 async fn fetch(http: &reqwest::Client, url: &url::Url) -> Result<Vec<u8>, PlayerError> {
     let failed = |reason: String| PlayerError::Fetch { url: url.to_string(), reason };
-    let response = http.get(url.clone()).send().await.map_err(|e| failed(e.to_string()))?;
+    let response = http.get(url.clone()).send().await.map_err(|e| failed(root_cause(&e)))?;
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status())));
     }
-    Ok(response.bytes().await.map_err(|e| failed(e.to_string()))?.to_vec())
+    Ok(response.bytes().await.map_err(|e| failed(root_cause(&e)))?.to_vec())
 }

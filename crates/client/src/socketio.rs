@@ -47,8 +47,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, trace, warn};
+
+use crate::tls::Tls;
 
 pub mod packet;
 
@@ -262,11 +264,20 @@ impl SocketIo {
     /// `40{"sid":"..."}` (a CONNECT_ERROR `44{...}` → [`SocketIoError::Rejected`]).
     /// Returns the handle and the receiver of server-sent events.
     ///
-    /// The whole sequence is bounded by [`CONNECT_TIMEOUT`]. Only plain `ws://` works
-    /// in this build: tokio-tungstenite is compiled without TLS.
+    /// The whole sequence is bounded by [`CONNECT_TIMEOUT`]. An `https://` or `wss://`
+    /// server must have a certificate the system's roots trust; see
+    /// [`connect_with`](Self::connect_with) for a private CA.
     pub async fn connect(base_url: &str) -> Result<(SocketIo, mpsc::Receiver<Incoming>), SocketIoError> {
+        Self::connect_with(base_url, Tls::system()).await
+    }
+
+    /// [`connect`](Self::connect), trusting what `tls` trusts for `wss://`.
+    pub async fn connect_with(
+        base_url: &str,
+        tls: &Tls,
+    ) -> Result<(SocketIo, mpsc::Receiver<Incoming>), SocketIoError> {
         let url = engine_url(base_url)?;
-        let (ws, open, sid) = tokio::time::timeout(CONNECT_TIMEOUT, handshake(url.as_str()))
+        let (ws, open, sid) = tokio::time::timeout(CONNECT_TIMEOUT, handshake(url.as_str(), tls))
             .await
             .map_err(|_| SocketIoError::Connect(format!("no Socket.IO session within {CONNECT_TIMEOUT:?}")))??;
         debug!(%sid, ping_interval = open.ping_interval, ping_timeout = open.ping_timeout,
@@ -374,19 +385,23 @@ fn ws_error(e: tungstenite::Error) -> SocketIoError {
 
 /// Opens the WebSocket and runs the Engine.IO + Socket.IO handshake on it, before the
 /// stream is split, so that no task exists for a connection that never came up.
-async fn handshake(url: &str) -> Result<(Ws, Open, String), SocketIoError> {
+async fn handshake(url: &str, tls: &Tls) -> Result<(Ws, Open, String), SocketIoError> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
         // Every send is flushed anyway; a write buffer would only hold memory.
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    // Plain ws:// takes no connector; wss:// goes through ours, never the crate's own.
+    let connector = url.starts_with("wss:").then(|| Connector::Rustls(tls.rustls()));
     // Nagle off: pongs and acks are tiny and latency-sensitive.
-    let (mut ws, _response) =
-        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| match e {
-            tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => SocketIoError::Connect(
-                format!("{url}: wss:// needs a TLS feature of tokio-tungstenite, which this build lacks"),
-            ),
+    let (mut ws, _response) = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, connector)
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Io(e) if untrusted_certificate(&e) => SocketIoError::Connect(format!(
+                "{url}: the server's certificate is not trusted ({e}); if a private CA signed it, \
+                 pass that CA's certificate with --ca-cert FILE"
+            )),
             e => SocketIoError::Connect(format!("{url}: {e}")),
         })?;
 
@@ -432,6 +447,12 @@ async fn handshake(url: &str) -> Result<(Ws, Open, String), SocketIoError> {
             _ => debug!(frame = %text, "ignoring packet before CONNECT reply"),
         }
     }
+}
+
+/// Whether a connection failed because rustls does not trust the server's certificate.
+fn untrusted_certificate(error: &std::io::Error) -> bool {
+    let rustls = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(rustls, Some(rustls::Error::InvalidCertificate(_)))
 }
 
 /// Next text frame during the handshake; binary/control frames are skipped.

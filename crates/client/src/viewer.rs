@@ -3,12 +3,13 @@
 //! every `secret`).
 
 use crate::client::{Client, ClientError, PayAnswer, ServerEvent};
+use crate::tls::Tls;
 use crate::wallet::{random_key, session_key};
 use tollstream_chain::{Chain, ChainError, EvmChain, OpenRequest, open_channel};
 use tollstream_protocol::successor::play_signing_hash;
 use tollstream_protocol::{
-    Amount, B256, ChannelDomain, ChannelState, ErrorCode, PayRequest, PlayRequest, ProtocolError, Secret, ServerInfo,
-    Signature, SigningKey, U256, verify_state_signature,
+    Address, Amount, B256, ChannelDomain, ChannelState, ErrorCode, PayRequest, PlayRequest, ProtocolError, Secret,
+    ServerInfo, Signature, SigningKey, U256, verify_state_signature,
 };
 
 /// Why the viewer stopped.
@@ -16,10 +17,41 @@ use tollstream_protocol::{
 pub enum ViewerError {
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("chain: {0}")]
+    // Transparent: a `{0}` here would repeat the error's text as its
+    // source when the whole chain of causes is printed.
+    #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The chain's JSON-RPC endpoint did not answer (refused, timed out,
+    /// unknown host, untrusted certificate): `reason` is the innermost
+    /// cause, said once.
+    #[error("cannot reach the chain RPC at {url}: {reason}")]
+    ChainUnreachable { url: String, reason: String },
+    /// The endpoint answers for another chain than the server's.
+    #[error("the chain RPC at {url} is chain {actual}, but the server's channels are on chain {expected}")]
+    WrongChain { url: String, actual: u64, expected: u64 },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ViewerError {
+    /// A chain error of the endpoint `rpc_url`: an outage becomes
+    /// [`ChainUnreachable`](Self::ChainUnreachable).
+    pub fn from_chain(rpc_url: &str, error: ChainError) -> Self {
+        if error.is_transient() {
+            ViewerError::ChainUnreachable { url: rpc_url.to_owned(), reason: crate::root_cause(&error) }
+        } else {
+            ViewerError::Chain(error)
+        }
+    }
+}
+
+/// The chain at `rpc_url`, for reads about `contract`.
+///
+/// # Errors
+/// [`ViewerError::ChainUnreachable`] when the endpoint does not answer;
+/// `Chain` when it answers nonsense.
+pub async fn connect_chain(rpc_url: &str, contract: Address) -> Result<EvmChain, ViewerError> {
+    EvmChain::connect(rpc_url, None, contract).await.map_err(|e| ViewerError::from_chain(rpc_url, e))
 }
 
 impl ViewerError {
@@ -88,7 +120,16 @@ impl Viewer {
     /// # Errors
     /// When the server cannot be reached or answers nonsense.
     pub async fn connect(url: &str, wallet: SigningKey) -> Result<Viewer, ViewerError> {
-        let client = Client::connect(url).await?;
+        Self::connect_with(url, Tls::system(), wallet).await
+    }
+
+    /// [`connect`](Self::connect), trusting what `tls` trusts when the URL
+    /// is `https://`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, tls: &Tls, wallet: SigningKey) -> Result<Viewer, ViewerError> {
+        let client = Client::connect_with(url, tls).await?;
         let info = client.public_key().await?;
         let domain = ChannelDomain::new(info.chain_id, info.channel_address);
         let session = session_key(&wallet);
@@ -141,19 +182,21 @@ impl Viewer {
     /// seconds, and announces it (`newChannel`).
     ///
     /// # Errors
-    /// When the chain is another than the server's, the open fails, or the
-    /// server refuses the channel.
+    /// `ChainUnreachable` when the endpoint does not answer, `WrongChain`
+    /// when it is another chain than the server's; when the open fails, or
+    /// the server refuses the channel.
     pub async fn buy(&mut self, rpc_url: &str, windows: u64, lifetime: u64) -> Result<ChannelState, ViewerError> {
         if windows == 0 {
             return Err(ViewerError::Invalid("buy at least one window".into()));
         }
-        let chain = EvmChain::connect(rpc_url, None, self.info.channel_address).await?;
+        let unreachable = |error: ChainError| ViewerError::from_chain(rpc_url, error);
+        let chain = connect_chain(rpc_url, self.info.channel_address).await?;
         if chain.chain_id() != self.info.chain_id {
-            return Err(ViewerError::Invalid(format!(
-                "{rpc_url} is chain {}, but the server's channels are on chain {}",
-                chain.chain_id(),
-                self.info.chain_id
-            )));
+            return Err(ViewerError::WrongChain {
+                url: rpc_url.to_owned(),
+                actual: chain.chain_id(),
+                expected: self.info.chain_id,
+            });
         }
         let deposit = self
             .info
@@ -166,10 +209,10 @@ impl Viewer {
             payee: self.info.wallet_address,
             signer: self.session.address(),
             deposit,
-            expires_at: chain.now().await? + lifetime,
+            expires_at: chain.now().await.map_err(unreachable)? + lifetime,
             salt: B256::from(random_key().to_bytes()),
         };
-        let opened = open_channel(rpc_url, &self.wallet, &request).await?;
+        let opened = open_channel(rpc_url, &self.wallet, &request).await.map_err(unreachable)?;
         tracing::info!(channel = %opened.channel_id, tx = %opened.tx, %deposit, "channel opened on chain");
         let mut opening = ChannelState {
             channel_id: opened.channel_id,

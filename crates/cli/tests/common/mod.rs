@@ -56,6 +56,7 @@ impl TestChain {
     }
 
     async fn on(own: Option<Anvil>) -> TestChain {
+        ring_by_default();
         let node = own.as_ref().unwrap_or_else(|| anvil::shared());
         let deployer = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
         let contract = deploy(connect_provider(node.endpoint(), Some(&deployer)).unwrap()).await.unwrap();
@@ -278,6 +279,71 @@ fn spawn(command: &[String], data_dir: &Path) -> (Child, Vec<String>) {
     (child, urls)
 }
 
+/// Makes rustls's ring provider the process's default, once. reqwest is
+/// built without a provider of its own, so a client built the default way
+/// (`reqwest::get`, `reqwest::Client::builder()`) needs one, or panics;
+/// the project's own clients bring their configuration
+/// (`tollstream_chain::rpc::http_client_builder`). Every test starts a chain
+/// or a demo first, which calls this.
+pub fn ring_by_default() {
+    // An error means a provider is installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A certificate authority of the test's own, and a server certificate it
+/// signed for 127.0.0.1 and localhost: PEM files in a temporary folder,
+/// for `serve --tls-cert/--tls-key` and a client's `--ca-cert`.
+pub struct TestCa {
+    /// The CA's certificate, for `--ca-cert`.
+    pub ca_cert: PathBuf,
+    /// The server's certificate, for `--tls-cert`.
+    pub server_cert: PathBuf,
+    /// The server's PKCS#8 key, for `--tls-key`.
+    pub server_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Tollstream test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let ca = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        server_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        TestCa {
+            ca_cert: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    /// `serve` flags that make it speak https with the server certificate.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.server_cert.display().to_string(),
+            "--tls-key".into(),
+            self.server_key.display().to_string(),
+        ]
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -298,6 +364,7 @@ impl Demo {
     /// Starts a demo on a free port in a fresh data directory, with `args`
     /// (e.g. the video's length and the window's).
     pub fn start(args: &[&str]) -> Demo {
+        ring_by_default();
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollstream"))
             .args(["demo", "--port", "0", "--data-dir"])
