@@ -38,9 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
-use tollstream_chain::{Chain, EvmChain, connect_provider, wallet_of};
-use tollstream_client::Client;
+use tollstream_chain::{Chain, connect_provider, wallet_of};
+use tollstream_client::viewer::connect_chain;
 use tollstream_client::wallet::{load_wallet, random_key};
+use tollstream_client::{Client, Tls, ViewerError};
 use tollstream_protocol::channel_id::channel_id;
 use tollstream_protocol::{Amount, B256, ChannelDomain, U256};
 
@@ -55,9 +56,14 @@ use viewer::{Counters, Outcome, Prepared, Shared};
 #[derive(Debug, Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// The server to load.
+    /// The server to load (http:// or https://).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+
+    /// Also trust the CA certificates in this PEM file for an https server
+    /// (a private CA's, or a self-signed server's own certificate).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 
     /// JSON-RPC endpoint of the server's chain, used to open the channels.
     #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
@@ -222,8 +228,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let wallet = load_wallet(args.wallet_key_file.as_deref())?;
 
     // Who the server is and what it sells.
-    let client =
-        Client::connect(&args.server).await.with_context(|| format!("cannot reach the server at {}", args.server))?;
+    let tls = Tls::new(args.ca_cert.as_deref())?;
+    let client = Client::connect_with(&args.server, &tls)
+        .await
+        .with_context(|| format!("cannot reach the server at {}", args.server))?;
     let info = client.public_key().await.context("publicKey failed")?;
     client.close().await;
     let stream = match &args.stream {
@@ -244,11 +252,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("the deposit (windows × window_price) does not fit the contract's uint96")?;
 
     // The chain.
-    let chain = EvmChain::connect(&args.rpc_url, None, info.channel_address)
+    let chain = connect_chain(&args.rpc_url, info.channel_address)
         .await
-        .with_context(|| format!("cannot reach the chain at {}", args.rpc_url))?;
+        .map_err(|e| super::watch::rpc_error(e, Some(info.chain_id)))?;
     if chain.chain_id() != info.chain_id {
-        bail!("the chain at {} has id {}, but the server uses chain {}", args.rpc_url, chain.chain_id(), info.chain_id);
+        let wrong =
+            ViewerError::WrongChain { url: args.rpc_url.clone(), actual: chain.chain_id(), expected: info.chain_id };
+        return Err(super::watch::rpc_error(wrong, Some(info.chain_id)));
     }
     let lifetime = args.channel_lifetime.unwrap_or(info.min_channel_seconds + 3_600);
     if lifetime < info.min_channel_seconds {
@@ -300,6 +310,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let shared = Arc::new(Shared {
         url: args.server.clone(),
+        tls,
         stream_id: stream.clone(),
         domain,
         price,

@@ -4,9 +4,10 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use tollstream_chain::{Chain, ChannelStatus, EvmChain, channels_opened_by, refund_channel};
-use tollstream_client::Client;
+use tollstream_chain::{Chain, ChannelStatus, channels_opened_by, refund_channel};
+use tollstream_client::viewer::connect_chain;
 use tollstream_client::wallet::load_wallet;
+use tollstream_client::{Client, Tls, ViewerError};
 use tollstream_protocol::{Address, B256};
 
 #[derive(Debug, Subcommand)]
@@ -30,9 +31,13 @@ pub struct ChannelArgs {
     /// The channel registry contract (or give --server to ask it).
     #[arg(long, env = "TOLLSTREAM_CONTRACT", required_unless_present = "server")]
     contract: Option<Address>,
-    /// A Tollstream server whose contract to use.
+    /// A Tollstream server whose contract to use (http:// or https://).
     #[arg(long)]
     server: Option<String>,
+    /// Also trust the CA certificates in this PEM file for an https
+    /// --server (a private CA's, or a self-signed server's own certificate).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca_cert: Option<PathBuf>,
     /// The wallet that opened the channels (hex key file); or set TOLLSTREAM_WALLET_KEY.
     #[arg(long, env = "TOLLSTREAM_WALLET_KEY_FILE")]
     wallet_key_file: Option<PathBuf>,
@@ -43,10 +48,17 @@ async fn contract(args: &ChannelArgs) -> anyhow::Result<Address> {
         return Ok(contract);
     }
     let url = args.server.as_deref().expect("clap requires --contract or --server");
-    let client = Client::connect(url).await.with_context(|| format!("cannot reach the server at {url}"))?;
+    let tls = Tls::new(args.ca_cert.as_deref())?;
+    let client = Client::connect_with(url, &tls).await.with_context(|| format!("cannot reach the server at {url}"))?;
     let info = client.public_key().await?;
     client.close().await;
     Ok(info.channel_address)
+}
+
+/// The chain's time, read through --rpc-url.
+async fn now(args: &ChannelArgs, contract: Address) -> anyhow::Result<u64> {
+    let chain = connect_chain(&args.rpc_url, contract).await.map_err(|e| super::watch::rpc_error(e, None))?;
+    chain.now().await.map_err(|e| super::watch::rpc_error(ViewerError::from_chain(&args.rpc_url, e), None))
 }
 
 pub async fn run(command: ChannelCommand) -> anyhow::Result<()> {
@@ -59,7 +71,7 @@ pub async fn run(command: ChannelCommand) -> anyhow::Result<()> {
 async fn status(args: &ChannelArgs) -> anyhow::Result<()> {
     let wallet = load_wallet(args.wallet_key_file.as_deref())?;
     let contract = contract(args).await?;
-    let now = EvmChain::connect(&args.rpc_url, None, contract).await?.now().await?;
+    let now = now(args, contract).await?;
     let channels = channels_opened_by(&args.rpc_url, contract, wallet.address()).await?;
     if channels.is_empty() {
         println!("wallet {} has opened no channel", wallet.address().to_checksum(None));
@@ -78,7 +90,7 @@ async fn status(args: &ChannelArgs) -> anyhow::Result<()> {
 async fn refund(args: &ChannelArgs, only: Option<B256>) -> anyhow::Result<()> {
     let wallet = load_wallet(args.wallet_key_file.as_deref())?;
     let contract = contract(args).await?;
-    let now = EvmChain::connect(&args.rpc_url, None, contract).await?.now().await?;
+    let now = now(args, contract).await?;
     let candidates: Vec<_> = channels_opened_by(&args.rpc_url, contract, wallet.address())
         .await?
         .into_iter()

@@ -9,13 +9,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use tollstream_client::player::MediaFetcher;
 use tollstream_client::wallet::load_wallet;
-use tollstream_client::{Event, Step, Viewer};
+use tollstream_client::{Event, Step, Tls, Viewer, ViewerError};
 use tollstream_protocol::{ChannelState, U256};
 use tollstream_protocol::{ErrorCode, ProtocolError, Secret};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The server, e.g. http://127.0.0.1:8080.
+    /// The server, e.g. https://stream.example or http://127.0.0.1:8080.
     url: String,
     /// The stream to watch (default: the server's first).
     #[arg(long)]
@@ -38,6 +38,10 @@ pub struct WatchArgs {
     /// JSON-RPC endpoint of the server's chain, used to open a channel.
     #[arg(long, env = "TOLLSTREAM_RPC_URL", default_value = "http://127.0.0.1:8545")]
     rpc_url: String,
+    /// Also trust the CA certificates in this PEM file for an https server
+    /// (a private CA's, or a self-signed server's own certificate).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// The wallet that funds channels (hex key file); or set TOLLSTREAM_WALLET_KEY.
     #[arg(long, env = "TOLLSTREAM_WALLET_KEY_FILE")]
     wallet_key_file: Option<PathBuf>,
@@ -52,8 +56,10 @@ pub struct WatchArgs {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let wallet = load_wallet(args.wallet_key_file.as_deref())?;
-    let mut viewer =
-        Viewer::connect(&args.url, wallet).await.with_context(|| format!("cannot reach the server at {}", args.url))?;
+    let tls = Tls::new(args.ca_cert.as_deref())?;
+    let mut viewer = Viewer::connect_with(&args.url, &tls, wallet)
+        .await
+        .with_context(|| format!("cannot reach the server at {}", args.url))?;
     let info = viewer.info().clone();
     let stream = match &args.stream {
         Some(id) => id.clone(),
@@ -83,14 +89,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 (windows as f64 * info.window_seconds).round(),
                 info.window_price
             );
-            viewer.buy(&args.rpc_url, windows, lifetime).await?
+            viewer.buy(&args.rpc_url, windows, lifetime).await.map_err(|e| rpc_error(e, Some(info.chain_id)))?
         }
     };
 
     let mut media = match &args.output {
         Some(path) => {
             let listed = info.streams.iter().find(|s| s.id == stream).expect("checked above");
-            let fetcher = MediaFetcher::open(&args.url, &stream, &listed.playlist)
+            let fetcher = MediaFetcher::open_with(&tls, &args.url, &stream, &listed.playlist)
                 .await
                 .with_context(|| format!("stream {stream:?} has no playable media"))?;
             Some(Output { fetcher, writer: open_output(path)?, from: args.from_segment })
@@ -185,6 +191,21 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     viewer.client().close().await;
     Ok(())
+}
+
+/// A viewer's error, with what to do when the chain RPC is the trouble:
+/// said once, naming the flag to pass and the chain it must reach.
+pub(crate) fn rpc_error(error: ViewerError, chain_id: Option<u64>) -> anyhow::Error {
+    match error {
+        ViewerError::ChainUnreachable { .. } | ViewerError::WrongChain { .. } => {
+            let which = match chain_id {
+                Some(id) => format!("of chain {id}, the server's chain"),
+                None => "of the chain".to_owned(),
+            };
+            anyhow::anyhow!("{error}; pass --rpc-url with a JSON-RPC endpoint {which} (or set TOLLSTREAM_RPC_URL)")
+        }
+        other => other.into(),
+    }
 }
 
 /// Where decrypted segments go.

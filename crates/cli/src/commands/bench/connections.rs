@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tollstream_client::Client;
+use tollstream_client::{Client, Tls};
 
 /// Hold many idle Socket.IO connections to a server and report its memory
 /// per connection (with --server-pid) and whether they all stayed up.
@@ -33,6 +33,11 @@ pub struct ConnectionsArgs {
     /// addresses, and connections are spread round-robin.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: Vec<String>,
+
+    /// Also trust the CA certificates in this PEM file for an https server
+    /// (a private CA's, or a self-signed server's own certificate).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
 
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -123,14 +128,16 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     let bar = progress_bar(args.connections, args.json);
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency as usize));
+    let tls = Tls::new(args.ca_cert.as_deref())?;
     let tasks: Vec<_> = (0..args.connections)
         .map(|index| {
             let url = args.server[index as usize % args.server.len()].clone();
             let gate = gate.clone();
             let bar = bar.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("the semaphore is never closed");
-                let client = Client::connect(&url).await;
+                let client = Client::connect_with(&url, &tls).await;
                 bar.inc(1);
                 client.map_err(|error| error.to_string())
             })

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
+use tollstream_client::Tls;
 use tollstream_client::socketio::{SocketIo, SocketIoError};
 use tollstream_protocol::successor::play_signing_hash;
 use tollstream_protocol::{
@@ -70,6 +71,8 @@ pub fn prepare(
 /// What every viewer task shares.
 pub struct Shared {
     pub url: String,
+    /// What an https server's certificate is checked against.
+    pub tls: Tls,
     pub stream_id: String,
     pub domain: ChannelDomain,
     pub price: Amount,
@@ -175,7 +178,7 @@ pub async fn run(
 
     let setup = async {
         let _permit = shared.connecting.acquire().await.expect("the semaphore is never closed");
-        let (io, events) = match SocketIo::connect(&shared.url).await {
+        let (io, events) = match SocketIo::connect_with(&shared.url, &shared.tls).await {
             Ok(connection) => connection,
             Err(error) => return Err(("connect_failed", error.to_string())),
         };
