@@ -1,7 +1,9 @@
-//! Plain HTTP routes beside Socket.IO.
+//! Plain HTTP routes beside Socket.IO, each response with the security
+//! headers of [`security`].
 
 mod media;
 mod player;
+pub mod security;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -11,12 +13,13 @@ use serde_json::{Value, json};
 
 /// The HTTP routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/demo.json", get(demo))
         .route("/streams/{stream}/{file}", get(media::serve))
-        .merge(player::routes())
+        .merge(player::routes());
+    security::with_headers(routes)
 }
 
 /// Liveness: the process answers, and how many clients are streaming.
