@@ -12,7 +12,12 @@
 //   - played to the end of the purchase, the page says the time is used up,
 //     and the server's `latestState` for the page's key is null;
 //   - the page loads nothing from any host but the server (and talks to
-//     nothing but the server and the demo's chain node).
+//     nothing but the server and the demo's chain node);
+//   - the page is served with its Content-Security-Policy (scripts only
+//     from the server, nothing inline, connections to the server and the
+//     demo's chain node) and the other security headers, and the whole run
+//     breaks none of it: no `securitypolicyviolation` event, no CSP message
+//     on the console.
 // Screenshots of the playing page and of the used-up page go to
 // <out>/player-playing.png and <out>/player-spent.png.
 //
@@ -175,6 +180,38 @@ function checkBalance(reading, deposit, price, what) {
   return expected;
 }
 
+/**
+ * The page's response headers: a Content-Security-Policy that lets scripts
+ * and styles come only from the server, allows nothing inline or
+ * evaluated, and lets the page connect to the server and `rpcOrigin` only;
+ * and the headers against sniffing, framing, openers and referrers.
+ */
+function checkSecurityHeaders(headers, rpcOrigin) {
+  const policy = headers['content-security-policy'];
+  check(policy, 'the page has no Content-Security-Policy header');
+  const directives = new Map(policy.split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...sources]) => [name, sources]));
+  const sources = (name) => JSON.stringify(directives.get(name) ?? null);
+  check(sources('default-src') === `["'none'"]`, `default-src is ${sources('default-src')} in ${policy}`);
+  check(sources('script-src') === `["'self'"]`, `script-src is ${sources('script-src')} in ${policy}`);
+  check(sources('style-src') === `["'self'"]`, `style-src is ${sources('style-src')} in ${policy}`);
+  check(sources('connect-src') === JSON.stringify(["'self'", rpcOrigin]),
+    `connect-src is ${sources('connect-src')}, not 'self' and the chain node ${rpcOrigin}, in ${policy}`);
+  for (const name of ['frame-ancestors', 'base-uri', 'form-action']) {
+    check(sources(name) === `["'none'"]`, `${name} is ${sources(name)} in ${policy}`);
+  }
+  check(!/unsafe-|\*/.test(policy), `the policy allows unsafe or wildcard sources: ${policy}`);
+  const expected = {
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+    'x-frame-options': 'DENY',
+    'cross-origin-opener-policy': 'same-origin',
+  };
+  for (const [name, value] of Object.entries(expected)) {
+    check(headers[name] === value, `the page's ${name} is ${JSON.stringify(headers[name])}, not ${value}`);
+  }
+  log(`the page's policy: ${policy}`);
+}
+
 /** The server's `latestState` for `clientPublicKey`, asked from Node. */
 async function latestState(server, clientPublicKey) {
   const socket = io(server, { transports: ['websocket'], reconnection: false });
@@ -201,6 +238,18 @@ async function run(options, context) {
   // Every request the page makes: only the server's origin, and the demo's
   // chain node for JSON-RPC, may be reached.
   const requests = [];
+  // Every Content-Security-Policy violation, across reloads: the page's
+  // `securitypolicyviolation` events and Chromium's console reports.
+  const violations = [];
+  await page.exposeFunction('__tollstreamCspViolation', (violation) => violations.push(violation));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__tollstreamCspViolation(`${e.effectiveDirective} refused ${e.blockedURI || '(inline)'} at ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  page.on('console', (message) => {
+    if (/Content.Security.Policy|Trusted Type/i.test(message.text())) violations.push(`console: ${message.text()}`);
+  });
   // Stalls (the video's \`waiting\` events), for the summary: keys arrive
   // as they are paid for, so this shows whether payment keeps up.
   await page.addInitScript(() => {
@@ -215,6 +264,7 @@ async function run(options, context) {
   check(response?.ok(), `GET / answered ${response?.status()}`);
   const demo = await (await fetch(`${options.server}/demo.json`)).json();
   const allowedOrigins = new Set([options.server, new URL(demo.rpc_url).origin]);
+  checkSecurityHeaders(await response.allHeaders(), new URL(demo.rpc_url).origin);
 
   step = 'choosing the demo wallet';
   await page.locator('#use-demo-wallet').click({ timeout: 20_000 });
@@ -323,6 +373,7 @@ async function run(options, context) {
 
   const foreign = requests.filter((url) => !url.startsWith('data:') && !allowedOrigins.has(new URL(url).origin));
   check(foreign.length === 0, `the page reached other hosts: ${JSON.stringify([...new Set(foreign)])}`);
+  check(violations.length === 0, `the page broke its Content-Security-Policy: ${JSON.stringify(violations)}`);
 
   return {
     ok: true,
