@@ -68,9 +68,11 @@ impl RpcOptions {
 }
 
 /// A rustls client configuration on the ring provider that trusts the
-/// system's root certificates and `extra_roots` (the CA of a private
-/// deployment). The system's roots are verified the platform's way
-/// (rustls-platform-verifier, as reqwest does).
+/// system's root certificates (rustls-native-certs: the OS bundle, or
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`) and `extra_roots` (the CA of a private
+/// deployment), verified by webpki. This is what rustls-platform-verifier
+/// does on Linux, without its logging every refused certificate at error
+/// level, which a client reports once itself.
 ///
 /// A machine without a CA bundle has no system roots: the configuration
 /// then trusts `extra_roots` alone, the reason is logged, and an https
@@ -78,19 +80,19 @@ impl RpcOptions {
 /// of `extra_roots` must be a valid certificate; one that is not is left
 /// out (check them first, as the client's `--ca-cert` does).
 pub fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
-    match rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.clone(), provider) {
-        Ok(verifier) => builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth(),
-        Err(error) => {
-            tracing::warn!(%error, "no usable system root certificates: https servers are trusted only by a given CA");
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(extra_roots);
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(extra_roots);
+    let system = rustls_native_certs::load_native_certs();
+    let (_, ignored) = roots.add_parsable_certificates(system.certs);
+    if roots.is_empty() {
+        let errors: Vec<String> = system.errors.iter().map(ToString::to_string).collect();
+        tracing::warn!(?errors, ignored, "no system root certificates: https servers are trusted only by a given CA");
     }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// A reqwest client builder whose https trusts the system's roots. Every
