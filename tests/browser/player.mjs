@@ -23,7 +23,13 @@
 //
 // Usage:
 //   node tests/browser/player.mjs --server http://127.0.0.1:PORT --out DIR \
-//     [--timeout 300] [--chromium /usr/bin/chromium] [--console]
+//     [--timeout 300] [--chromium /usr/bin/chromium] [--console] \
+//     [--server-cert CERT.pem]
+//
+// An https server whose certificate no public CA signed is accepted with
+// --server-cert: Chromium then trusts that certificate's public key, and
+// only it (--ignore-certificate-errors-spki-list); Node's own requests
+// trust the CA named by NODE_EXTRA_CA_CERTS.
 //
 // --console prints the page's console at the end (it is always printed on
 // failure).
@@ -33,7 +39,8 @@
 // Progress goes to stderr. Exit 0 on success, 1 with a message otherwise;
 // the last stdout line is a JSON summary.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { X509Certificate, createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -79,6 +86,7 @@ function parseCommandLine() {
       timeout: { type: 'string', default: '300' },
       chromium: { type: 'string', default: '/usr/bin/chromium' },
       console: { type: 'boolean', default: false },
+      'server-cert': { type: 'string' },
     },
   });
   check(values.server, '--server URL is required (a running `tollstream demo`)');
@@ -91,7 +99,14 @@ function parseCommandLine() {
     timeoutMs: timeout * 1000,
     chromium: values.chromium,
     console: values.console,
+    serverCert: values['server-cert'],
   };
+}
+
+/** Chromium's pin of a certificate: base64 of the SHA-256 of its public key (SPKI). */
+function spkiPin(pemFile) {
+  const spki = new X509Certificate(readFileSync(pemFile)).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64');
 }
 
 // ---------------------------------------------------------------------------
@@ -407,7 +422,9 @@ async function main() {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: options.chromium,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: options.serverCert
+        ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spkiPin(options.serverCert)}`]
+        : CHROMIUM_ARGS,
       viewport: { width: 1280, height: 800 },
     });
     const timeout = new Promise((_, reject) => {

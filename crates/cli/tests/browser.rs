@@ -1,31 +1,42 @@
 //! The player page in headless Chromium against `tollstream demo`: buy,
-//! watch, reload, pause and spend (`tests/browser/player.mjs`); its modules'
-//! unit tests (`tests/browser/web-modules.test.mjs`); and the embedded
-//! bundle is the one its sources build.
+//! watch, reload, pause and spend (`tests/browser/player.mjs`), over http
+//! and once over https; its modules' unit tests
+//! (`tests/browser/web-modules.test.mjs`); and the embedded bundle is the
+//! one its sources build.
 //!
 //! Needs Debian's `chromium` (at /usr/bin/chromium) and the npm packages
 //! (`npm ci`); no browser is downloaded.
 
 mod common;
 
-use common::Demo;
+use common::{Demo, TestCa};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::net::{TcpListener, TcpStream};
 
 const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-#[test]
-fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
+/// One browser run at a time: two at once on a small machine starve the
+/// video of the CPU it needs to keep time.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// Runs `player.mjs` against `server` with `extra` arguments and
+/// environment, and checks its summary: the minute bought was watched to
+/// the end, in 10 windows.
+fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) {
     assert!(Path::new(CHROMIUM).exists(), "this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)");
-    // 6 s windows of a 90 s video: enough for the minute the test buys,
-    // without reaching the stream's end.
-    let demo = Demo::start(&["--video-seconds", "90", "--window-seconds", "6"]);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("player-test");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _one_browser = ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner);
     let output = Command::new("node")
         .arg("tests/browser/player.mjs")
-        .args(["--server", &demo.url, "--timeout", "240", "--out"])
+        .args(["--server", server, "--timeout", "240", "--out"])
         .arg(&out)
+        .args(extra)
+        .envs(env.iter().copied())
         .current_dir(REPO_ROOT)
         .output()
         .expect("node runs");
@@ -36,6 +47,68 @@ fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["windows"], 10, "{summary}");
     assert!(out.join("player-playing.png").exists());
+}
+
+/// The demo that both browser runs watch: 6 s windows of a 90 s video,
+/// enough for the minute the test buys, without reaching the stream's end.
+fn start_demo() -> Demo {
+    Demo::start(&["--video-seconds", "90", "--window-seconds", "6"])
+}
+
+#[test]
+fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
+    let demo = start_demo();
+    run_player(&demo.url, "player-test", &[], &[]);
+}
+
+/// The same run with the page, its socket (wss) and its media (https)
+/// behind TLS: a proxy that terminates TLS with a test CA's certificate in
+/// front of the demo, as nginx would in front of a server
+/// (deploy/nginx.conf). Chromium accepts the certificate by its public key
+/// (`--ignore-certificate-errors-spki-list`, pinned to this certificate
+/// only); Node's own requests trust the CA (`NODE_EXTRA_CA_CERTS`).
+#[test]
+fn the_player_page_plays_over_https_in_chromium() {
+    let ca = TestCa::new();
+    let demo = start_demo();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let https = runtime.block_on(tls_proxy(&ca, &demo.url));
+    assert!(https.starts_with("https://"));
+    run_player(
+        &https,
+        "player-test-https",
+        &["--server-cert", &ca.server_cert.display().to_string()],
+        &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)],
+    );
+}
+
+/// Listens on a loopback port for TLS with `ca`'s server certificate and
+/// forwards each connection's plaintext to the http server at `target`;
+/// runs on the caller's runtime until it is dropped. Its https URL.
+async fn tls_proxy(ca: &TestCa, target: &str) -> String {
+    let chain = CertificateDer::pem_file_iter(&ca.server_cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(&ca.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (acceptor, target) = (acceptor.clone(), target.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(inbound).await else { return };
+                let Ok(mut plain) = TcpStream::connect(&target).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    url
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use alloy::providers::Provider;
 use common::{ServerOptions, ServerProcess, TestChain, hex};
 use std::process::{Command, Output};
 
@@ -113,4 +114,44 @@ async fn watch_buys_pays_and_resumes_then_spends_the_channel() {
     assert!(second.status.success(), "{}{}", text(&second.stdout), text(&second.stderr));
     assert!(text(&second.stderr).contains("resuming channel"), "{}", text(&second.stderr));
     assert!(text(&second.stdout).contains("paid 2 windows; the channel is spent"), "{}", text(&second.stdout));
+}
+
+#[tokio::test]
+async fn watch_with_an_unreachable_rpc_says_once_what_to_pass() {
+    let chain = TestChain::new().await;
+    let server = ServerProcess::start(&chain, &ServerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("viewer.key");
+    std::fs::write(&key_file, hex(&chain.viewer_wallet().await.to_bytes())).unwrap();
+    // A loopback port nothing listens on, as a new user's default
+    // http://127.0.0.1:8545 is when no node runs there.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let args: Vec<String> = ["watch", &server.url, "--rpc-url", &closed, "--windows", "1", "--wallet-key-file"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([key_file.display().to_string()])
+        .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tollstream")).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = errors[0];
+    assert!(
+        error.starts_with(&format!("error: cannot reach the chain RPC at {closed}: connection refused")),
+        "{error}"
+    );
+    assert!(error.contains("pass --rpc-url"), "says what to do: {error}");
+    let chain_id = chain.provider().get_chain_id().await.unwrap();
+    assert!(error.contains(&format!("chain {chain_id}")), "names the server's chain: {error}");
+    // Said once: no cause repeated.
+    assert_eq!(error.matches(&closed).count(), 1, "{error}");
+    assert_eq!(error.matches("refused").count(), 1, "{error}");
 }
