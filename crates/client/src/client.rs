@@ -9,9 +9,16 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollstream_protocol::{
-    Ack, ChannelState, ClientKey, Empty, PayRequest, PlayRequest, ProtocolError, PublicKey, Secret, ServerInfo, decode,
-    event,
+    Ack, ChannelState, ClientKey, Empty, ErrorCode, PayRequest, PlayRequest, ProtocolError, PublicKey, Secret,
+    ServerInfo, decode, event,
 };
+
+/// How long a request answered `rate_limited` waits before it is sent again
+/// (PROTOCOL.md 1.1: "a client that meets `rate_limited` waits a second").
+pub const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
+/// How many times a request answered `rate_limited` is sent again before the
+/// refusal is returned.
+pub const RATE_LIMITED_RETRIES: u32 = 5;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,13 +187,25 @@ impl Client {
         Ok(self.io.emit(event, data).await?)
     }
 
+    /// Sends a request and decodes its reply. A request answered
+    /// `rate_limited` had no effect on the server, so it is sent again after
+    /// [`RATE_LIMITED_PAUSE`] (PROTOCOL.md 1.1, "Rate limits"), up to
+    /// [`RATE_LIMITED_RETRIES`] times.
     async fn request<T: DeserializeOwned>(&self, event: &str, data: &impl Serialize) -> Result<T, ClientError> {
         let data = serde_json::to_value(data).expect("requests serialize");
-        let reply = self.io.emit_with_ack(event, &data, self.timeout).await?;
-        let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
-        match ack {
-            Ack::Error { error } => Err(ClientError::Refused(error)),
-            Ack::Ok(value) => decode(value).map_err(|e| ClientError::Malformed(e.message)),
+        let mut retries = 0;
+        loop {
+            let reply = self.io.emit_with_ack(event, &data, self.timeout).await?;
+            let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
+            match ack {
+                Ack::Error { error } if error.code == ErrorCode::RateLimited && retries < RATE_LIMITED_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(event, retries, "rate limited; retrying in a second");
+                    tokio::time::sleep(RATE_LIMITED_PAUSE).await;
+                }
+                Ack::Error { error } => return Err(ClientError::Refused(error)),
+                Ack::Ok(value) => return decode(value).map_err(|e| ClientError::Malformed(e.message)),
+            }
         }
     }
 

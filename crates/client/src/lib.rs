@@ -20,7 +20,7 @@ pub mod tls;
 pub mod viewer;
 pub mod wallet;
 
-pub use client::{Client, ClientError, PayAnswer, ServerEvent};
+pub use client::{Client, ClientError, PayAnswer, RATE_LIMITED_PAUSE, RATE_LIMITED_RETRIES, ServerEvent};
 pub use tls::{Tls, TlsError};
 pub use viewer::{Event, Step, Viewer, ViewerError};
 

@@ -192,7 +192,8 @@ bars go to stderr when it is a terminal. The exit status is 0 once a report is
 printed, whatever it says, unless --check is given.
 
 Example, server and bench each on its own core:
-  tollstream serve --stream bench=100000 --window-seconds 1 ... &
+  tollstream serve --stream bench=100000 --window-seconds 1 \\
+    --max-connections-per-address 0 --new-connections-per-second 0 ... &
   tollstream bench --server http://127.0.0.1:8080 --wallet-key-file funded.key \\
       --viewers 2000 --windows 20 --ramp-seconds 5 \\
       --server-pid $! --server-cpu 0 --client-cpu 1 --json";
