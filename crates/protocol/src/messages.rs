@@ -357,6 +357,20 @@ mod tests {
         assert_eq!(crate::encoding::decode::<ServerInfo>(wire).unwrap(), info);
     }
 
+    /// Found by the Socket.IO codec's fuzz targets, and failing the same way
+    /// in the `protocol_messages` target's round trip: serde_json without
+    /// `float_roundtrip` read `44E0202` one ulp off, so the decoded
+    /// `window_seconds` re-encoded to another number.
+    #[test]
+    fn window_seconds_decode_exactly_and_round_trip() {
+        let mut wire = serde_json::to_value(server_info()).unwrap();
+        wire["window_seconds"] = serde_json::from_str("44E0202").unwrap();
+        let info: ServerInfo = crate::encoding::decode(wire).unwrap();
+        assert_eq!(info.window_seconds, 4.4e203);
+        let again: ServerInfo = crate::encoding::decode_str(&serde_json::to_string(&info).unwrap()).unwrap();
+        assert_eq!(again, info);
+    }
+
     #[test]
     fn a_version_1_server_info_decodes_as_a_native_coin_server() {
         let mut wire = serde_json::to_value(server_info()).unwrap();

@@ -75,7 +75,9 @@ pub fn check_successor(
             "the state is not of the channel being paid (channel_id, channel_address, client_wallet_address or client_public_key differ)",
         ));
     }
-    let expected_sequence = prev.client_sequence_number + 1;
+    // Saturating: a stored state at u64::MAX (never decoded, but the type allows it) is
+    // refused below rather than overflowing.
+    let expected_sequence = prev.client_sequence_number.saturating_add(1);
     if next.client_sequence_number != expected_sequence || expected_sequence > MAX_SEQUENCE {
         return Err(ProtocolError::new(
             ErrorCode::StaleSequence,
@@ -117,4 +119,40 @@ pub fn verify_play(
 /// The digest a `play` request signs.
 pub fn play_signing_hash(domain: &ChannelDomain, channel_id: B256, session: &str) -> B256 {
     domain.signing_hash(&Play { channelId: channel_id, session: session.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SigningKey;
+    use alloy_primitives::Address;
+
+    /// Found by the `successor` fuzz target: `prev` at `u64::MAX` overflowed
+    /// the expected sequence number instead of being refused.
+    #[test]
+    fn a_stored_state_at_the_largest_u64_is_refused_without_overflow() {
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
+        let key = SigningKey::from_bytes([1; 32]).unwrap();
+        let prev = ChannelState {
+            channel_id: B256::repeat_byte(2),
+            channel_address: domain.contract,
+            client_wallet_address: Address::repeat_byte(3),
+            client_public_key: key.public_key(),
+            client_balance: Amount::from(100),
+            server_balance: Amount::ZERO,
+            client_sequence_number: u64::MAX,
+            client_signature: Signature([0; 65]),
+        };
+        for sequence in [0, MAX_SEQUENCE, u64::MAX] {
+            let mut next = ChannelState {
+                client_balance: Amount::from(90),
+                server_balance: Amount::from(10),
+                client_sequence_number: sequence,
+                ..prev.clone()
+            };
+            next.sign(&domain, &key);
+            let error = check_successor(&prev, &next, Amount::from(10), &domain).unwrap_err();
+            assert_eq!(error.code, ErrorCode::StaleSequence, "{sequence}");
+        }
+    }
 }

@@ -457,6 +457,22 @@ mod tests {
         }
     }
 
+    /// Found by the `socketio_decode` and `socketio_roundtrip` fuzz targets: serde_json
+    /// without `float_roundtrip` read `44E0202` one ulp off, so the packet re-encoded to
+    /// another number.
+    #[test]
+    fn floats_decode_exactly_and_round_trip() {
+        let Some(Packet::Message(SioPacket::ConnectError { data, .. })) = decode("4444E0202") else {
+            panic!("a CONNECT_ERROR carrying a number");
+        };
+        assert_eq!(data.as_f64(), Some(4.4e203));
+        for frame in ["4444E0202", "447.067741987551822e-304", r#"42["x",0.30000000000000004,1e-320]"#] {
+            let packet = Packet::decode(frame).ok();
+            let again = packet.as_ref().map(Packet::encode).and_then(|frame| Packet::decode(&frame).ok());
+            assert_eq!(again, packet, "{frame}");
+        }
+    }
+
     #[test]
     fn frames_from_borrowed_parts() {
         let data = json!({"a": "q\"é"});
