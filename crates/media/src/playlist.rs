@@ -176,6 +176,11 @@ fn parse_media(text: &[u8]) -> Result<MediaPlaylist, MediaError> {
     if let Some(segment) = playlist.segments.iter().find(|s| !s.duration.is_finite() || s.duration < 0.0) {
         return Err(MediaError::BadPlaylist(format!("segment {} has duration {}", segment.uri, segment.duration)));
     }
+    // m3u8-rs takes a last line that is neither a tag it knows nor ends in a
+    // newline for a segment URI, even when it starts with `#`.
+    if let Some(segment) = playlist.segments.iter().find(|s| s.uri.is_empty() || s.uri.starts_with('#')) {
+        return Err(MediaError::BadPlaylist(format!("segment URI {:?} is not a URI line", segment.uri)));
+    }
     Ok(playlist)
 }
 
@@ -253,6 +258,19 @@ mod tests {
         let shifted = text.replace("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:5");
         assert!(matches!(parse_playlist(shifted.as_bytes()), Err(MediaError::BadPlaylist(_))));
         assert!(parse_playlist(b"not a playlist").is_err());
+    }
+
+    /// Found by the `playlist` fuzz target: a trailing `#EXT-X#E` without a
+    /// newline came back from m3u8-rs as a segment URI, so the playlist
+    /// written from the parsed segments had none.
+    #[test]
+    fn a_tag_line_is_never_a_segment() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:3\n#EXGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+            #EXT-X-PLAYLIST-TYPE:VOD\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"tollstream://demo/0\",IV=0x000102030405060708090a0b0c0d0e0f\n\
+            #31T5\n#EXT-X#E";
+        assert!(matches!(parse_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
+        assert!(matches!(parse_plain_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
     }
 
     #[test]
