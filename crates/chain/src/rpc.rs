@@ -95,6 +95,14 @@ pub fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientCo
         .with_no_client_auth()
 }
 
+/// Makes ring the process's default rustls provider, unless one is set
+/// already. Binaries call it first thing, so that a reqwest client built the
+/// default way somewhere (a dependency's) speaks TLS instead of panicking;
+/// library code still builds its clients with [`http_client_builder`].
+pub fn install_default_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A reqwest client builder whose https trusts the system's roots. Every
 /// reqwest client must be built with a TLS configuration, since the ring
 /// provider is not installed as the process's default (building one

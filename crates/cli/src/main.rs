@@ -19,7 +19,7 @@ enum Command {
     /// Start a complete local demo: chain, contract, wallets, video, server.
     Demo(commands::demo::DemoArgs),
     /// Run the server: Socket.IO payments and HTTP on one port.
-    Serve(tollstream_server::ServeConfig),
+    Serve(Box<tollstream_server::ServeConfig>),
     /// Watch a stream, paying for it window by window.
     Watch(commands::watch::WatchArgs),
     /// Cut a video into encrypted HLS segments for the server to sell.
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::init_logging();
     commands::raise_open_files_limit();
+    tollstream_chain::rpc::install_default_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
-            Command::Serve(config) => commands::serve::run(config).await,
+            Command::Serve(config) => commands::serve::run(*config).await,
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Package(args) => commands::package::run(args).await,
             Command::Wallet(command) => commands::wallet::run(command),

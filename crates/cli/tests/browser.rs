@@ -10,12 +10,9 @@
 mod common;
 
 use common::{Demo, TestCa};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, PoisonError};
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::{Mutex, PoisonError};
 
 const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -52,8 +49,10 @@ fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) {
 /// The demo that both browser runs watch: 6 s windows of a 90 s video,
 /// enough for the minute the test buys, without reaching the stream's end.
 fn start_demo() -> Demo {
-    Demo::start(&["--video-seconds", "90", "--window-seconds", "6"])
+    Demo::start(&DEMO_ARGS)
 }
+
+const DEMO_ARGS: [&str; 4] = ["--video-seconds", "90", "--window-seconds", "6"];
 
 #[test]
 fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
@@ -62,53 +61,18 @@ fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
 }
 
 /// The same run with the page, its socket (wss) and its media (https)
-/// behind TLS: a proxy that terminates TLS with a test CA's certificate in
-/// front of the demo, as nginx would in front of a server
-/// (deploy/nginx.conf). Chromium accepts the certificate by its public key
-/// (`--ignore-certificate-errors-spki-list`, pinned to this certificate
-/// only); Node's own requests trust the CA (`NODE_EXTRA_CA_CERTS`).
+/// over TLS: the demo serves with a test CA's certificate
+/// (`--tls-cert`/`--tls-key`, as `serve` takes them). Chromium accepts the
+/// certificate by its public key (`--ignore-certificate-errors-spki-list`,
+/// pinned to this certificate only); Node's own requests trust the CA
+/// (`NODE_EXTRA_CA_CERTS`).
 #[test]
 fn the_player_page_plays_over_https_in_chromium() {
     let ca = TestCa::new();
-    let demo = start_demo();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let https = runtime.block_on(tls_proxy(&ca, &demo.url));
-    assert!(https.starts_with("https://"));
-    run_player(
-        &https,
-        "player-test-https",
-        &["--server-cert", &ca.server_cert.display().to_string()],
-        &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)],
-    );
-}
-
-/// Listens on a loopback port for TLS with `ca`'s server certificate and
-/// forwards each connection's plaintext to the http server at `target`;
-/// runs on the caller's runtime until it is dropped. Its https URL.
-async fn tls_proxy(ca: &TestCa, target: &str) -> String {
-    let chain = CertificateDer::pem_file_iter(&ca.server_cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(&ca.server_key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let target = target.trim_start_matches("http://").to_owned();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let (acceptor, target) = (acceptor.clone(), target.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(inbound).await else { return };
-                let Ok(mut plain) = TcpStream::connect(&target).await else { return };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    url
+    let (cert, key) = (ca.server_cert.display().to_string(), ca.server_key.display().to_string());
+    let demo = Demo::start(&[&DEMO_ARGS[..], &["--tls-cert", &cert, "--tls-key", &key]].concat());
+    assert!(demo.url.starts_with("https://"), "{}", demo.url);
+    run_player(&demo.url, "player-test-https", &["--server-cert", &cert], &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)]);
 }
 
 #[test]

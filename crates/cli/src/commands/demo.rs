@@ -47,6 +47,13 @@ pub struct DemoArgs {
     /// instead of the SQLite file in the data directory.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// Serve the demo over https with this PEM certificate chain (leaf
+    /// first), as `serve --tls-cert` does; needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// anvil's well-known default dev keys (its default mnemonic), used when
@@ -115,7 +122,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
-    let server_url = format!("http://{}", listener.local_addr()?);
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let server_url = format!("{scheme}://{}", listener.local_addr()?);
     let demo = json!({
         "server_url": server_url,
         "rpc_url": rpc_url,
@@ -152,10 +160,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settle_interval: 2.0,
         streams: Vec::new(),
         commit_per_payment: false,
-        // Loopback only, a handful of viewers: plain http and the limits a
-        // public server starts with (`serve`'s defaults).
-        tls_cert: None,
-        tls_key: None,
+        // Loopback only, a handful of viewers: the limits a public server
+        // starts with (`serve`'s defaults).
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
         requests_per_second: 10,
         request_burst: 20,
         flood_limit: 200,
