@@ -153,6 +153,12 @@ pub fn parse_playlist(text: &[u8]) -> Result<Vec<PlaylistSegment>, MediaError> {
                 return Err(bad(&format!("key method is {}, not AES-128", key.method)));
             }
             let key_uri = key.uri.clone().ok_or_else(|| bad("key has no URI"))?;
+            // m3u8-rs lets a quoted string run over lines; HLS does not (RFC 8216
+            // §4.2), and line-based tools such as `rewrite_segment_uris` would
+            // then edit the inside of the URI.
+            if key_uri.contains(['\r', '\n']) {
+                return Err(bad("key URI spans lines"));
+            }
             let iv =
                 key.iv.as_deref().and_then(parse_hex16).ok_or_else(|| bad("key has no IV of 0x and 32 hex digits"))?;
             Ok(PlaylistSegment { duration: duration(segment.duration), uri: segment.uri, key_uri, iv })
@@ -271,6 +277,18 @@ mod tests {
             #31T5\n#EXT-X#E";
         assert!(matches!(parse_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
         assert!(matches!(parse_plain_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
+    }
+
+    /// Found by the `playlist` fuzz target: m3u8-rs read a key URI whose
+    /// closing quote was lines later, so rewriting segment URIs edited it.
+    #[test]
+    fn a_key_uri_over_several_lines_is_refused() {
+        let text = write_playlist(&segments()).replacen("tollstream://demo/1\"", "tollstream://demo/1\n", 1);
+        assert!(text.contains("URI=\"tollstream://demo/1\n"));
+        match parse_playlist(text.as_bytes()) {
+            Err(MediaError::BadPlaylist(why)) => assert!(why.contains("key URI spans lines"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
