@@ -183,8 +183,10 @@ fn parse_media(text: &[u8]) -> Result<MediaPlaylist, MediaError> {
         return Err(MediaError::BadPlaylist(format!("segment {} has duration {}", segment.uri, segment.duration)));
     }
     // m3u8-rs takes a last line that is neither a tag it knows nor ends in a
-    // newline for a segment URI, even when it starts with `#`.
-    if let Some(segment) = playlist.segments.iter().find(|s| s.uri.is_empty() || s.uri.starts_with('#')) {
+    // newline for a segment URI, even when it starts with `#`; and it drops a
+    // `,` that starts the line after `#EXTINF`, so a URI still starting with
+    // one would lose it the next time the playlist is read.
+    if let Some(segment) = playlist.segments.iter().find(|s| s.uri.is_empty() || s.uri.starts_with(['#', ','])) {
         return Err(MediaError::BadPlaylist(format!("segment URI {:?} is not a URI line", segment.uri)));
     }
     Ok(playlist)
@@ -277,6 +279,18 @@ mod tests {
             #31T5\n#EXT-X#E";
         assert!(matches!(parse_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
         assert!(matches!(parse_plain_playlist(text.as_bytes()), Err(MediaError::BadPlaylist(_))));
+    }
+
+    /// Found by the `playlist` fuzz target: m3u8-rs drops the first `,` of the
+    /// line after `#EXTINF`, so `,,x` came back as `,x`, and written and read
+    /// again as `x`.
+    #[test]
+    fn a_segment_uri_starting_with_a_comma_is_refused() {
+        let text = write_playlist(&segments()).replacen("seg00001.ts", ",,seg00001.ts", 1);
+        match parse_playlist(text.as_bytes()) {
+            Err(MediaError::BadPlaylist(why)) => assert!(why.contains("not a URI line"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Found by the `playlist` fuzz target: m3u8-rs read a key URI whose
