@@ -23,6 +23,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use socketioxide::extract::SocketRef;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tollstream_protocol::{B256, ErrorCode, ProtocolError};
@@ -62,6 +63,9 @@ struct AllowanceBuckets {
     requests: DefaultDirectRateLimiter,
     flood: DefaultDirectRateLimiter,
     lookup: Arc<Semaphore>,
+    /// Set once the connection is found flooding: the requests already on
+    /// their way are refused, but it is closed, counted and logged once.
+    flooding: AtomicBool,
 }
 
 /// The verdict on one request.
@@ -70,7 +74,8 @@ pub enum Admission {
     Admitted,
     /// Over the limit: answer `rate_limited`.
     Limited,
-    /// Over the limit, and the connection has been refused too often: close it.
+    /// Over the limit, and the connection has been refused too often: close
+    /// it. Said once per connection; later requests are `Limited`.
     Flooding,
 }
 
@@ -125,6 +130,7 @@ impl RequestLimits {
             requests: RateLimiter::direct(self.requests),
             flood: RateLimiter::direct(self.flood),
             lookup: Arc::new(Semaphore::new(1)),
+            flooding: AtomicBool::new(false),
         }))
     }
 
@@ -134,7 +140,11 @@ impl RequestLimits {
             return Admission::Admitted;
         }
         self.metrics.requests_rate_limited.inc();
-        if allowance.0.flood.check().is_ok() { Admission::Limited } else { Admission::Flooding }
+        if allowance.0.flood.check().is_ok() || allowance.0.flooding.swap(true, Ordering::Relaxed) {
+            Admission::Limited
+        } else {
+            Admission::Flooding
+        }
     }
 
     /// Admits a request on `socket`, or refuses it with `rate_limited`; a
@@ -247,7 +257,9 @@ mod tests {
         let verdicts: Vec<_> = (0..30).map(|_| limits.check(&allowance)).collect();
         assert!(verdicts[..20].iter().all(|v| *v == Admission::Admitted));
         assert!(verdicts[20..25].iter().all(|v| *v == Admission::Limited), "{verdicts:?}");
-        assert!(verdicts[25..].iter().all(|v| *v == Admission::Flooding), "{verdicts:?}");
+        assert_eq!(verdicts[25], Admission::Flooding, "{verdicts:?}");
+        assert!(verdicts[26..].iter().all(|v| *v == Admission::Limited), "flooding is said once: {verdicts:?}");
+        assert_eq!(limits.metrics.requests_rate_limited.get(), 10, "every refusal counts");
     }
 
     #[test]
