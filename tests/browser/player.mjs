@@ -199,9 +199,10 @@ function checkBalance(reading, deposit, price, what) {
  * The page's response headers: a Content-Security-Policy that lets scripts
  * and styles come only from the server, allows nothing inline or
  * evaluated, and lets the page connect to the server and `rpcOrigin` only;
- * and the headers against sniffing, framing, openers and referrers.
+ * the headers against sniffing, framing, openers and referrers; and HSTS
+ * exactly when the page came over `https`.
  */
-function checkSecurityHeaders(headers, rpcOrigin) {
+function checkSecurityHeaders(headers, rpcOrigin, https) {
   const policy = headers['content-security-policy'];
   check(policy, 'the page has no Content-Security-Policy header');
   const directives = new Map(policy.split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...sources]) => [name, sources]));
@@ -224,6 +225,10 @@ function checkSecurityHeaders(headers, rpcOrigin) {
   for (const [name, value] of Object.entries(expected)) {
     check(headers[name] === value, `the page's ${name} is ${JSON.stringify(headers[name])}, not ${value}`);
   }
+  // HSTS from a server that speaks TLS itself, and only from one.
+  const hsts = headers['strict-transport-security'];
+  check(https ? /^max-age=[1-9]/.test(hsts ?? '') : hsts === undefined,
+    `the page's strict-transport-security over ${https ? 'https' : 'http'} is ${JSON.stringify(hsts)}`);
   log(`the page's policy: ${policy}`);
 }
 
@@ -279,7 +284,7 @@ async function run(options, context) {
   check(response?.ok(), `GET / answered ${response?.status()}`);
   const demo = await (await fetch(`${options.server}/demo.json`)).json();
   const allowedOrigins = new Set([options.server, new URL(demo.rpc_url).origin]);
-  checkSecurityHeaders(await response.allHeaders(), new URL(demo.rpc_url).origin);
+  checkSecurityHeaders(await response.allHeaders(), new URL(demo.rpc_url).origin, options.server.startsWith('https:'));
 
   step = 'choosing the demo wallet';
   await page.locator('#use-demo-wallet').click({ timeout: 20_000 });
