@@ -5,12 +5,17 @@
 use crate::client::{Client, ClientError, PayAnswer, ServerEvent};
 use crate::tls::Tls;
 use crate::wallet::{random_key, session_key};
+use std::time::Duration;
 use tollstream_chain::{Chain, ChainError, EvmChain, OpenRequest, open_channel};
 use tollstream_protocol::successor::play_signing_hash;
 use tollstream_protocol::{
     Address, Amount, B256, ChannelDomain, ChannelState, ErrorCode, PayRequest, PlayRequest, ProtocolError, Secret,
     ServerInfo, Signature, SigningKey, U256, verify_state_signature,
 };
+
+/// How many times `newChannel` is sent for a just-opened channel the
+/// server does not see yet (one second apart).
+const ANNOUNCE_ATTEMPTS: u32 = 5;
 
 /// Why the viewer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +230,7 @@ impl Viewer {
             client_signature: Signature([0; 65]),
         };
         opening.sign(&self.domain, &self.session);
-        match self.client.new_channel(&opening).await? {
+        match self.announce(&opening).await? {
             Some(stored) if stored == opening => {
                 self.channel = Some(stored.clone());
                 self.pending = None;
@@ -234,6 +239,27 @@ impl Viewer {
             }
             other => {
                 Err(ViewerError::Invalid(format!("the server stored another state for the new channel: {other:?}")))
+            }
+        }
+    }
+
+    /// `newChannel` for a channel whose `open` was just mined. The server's
+    /// node may not have that block yet (or answered for the block before
+    /// it), so `unknown_channel` is asked again, a second apart, for a few
+    /// seconds before it counts: the deposit is on chain, and giving up
+    /// would leave it unannounced until the channel expires.
+    async fn announce(&self, opening: &ChannelState) -> Result<Option<ChannelState>, ViewerError> {
+        let mut attempts = 1;
+        loop {
+            match self.client.new_channel(opening).await {
+                Err(ClientError::Refused(error))
+                    if error.code == ErrorCode::UnknownChannel && attempts < ANNOUNCE_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    tracing::debug!(channel = %opening.channel_id, "the server does not see the open yet; asking again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                result => return Ok(result?),
             }
         }
     }

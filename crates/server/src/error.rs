@@ -18,7 +18,7 @@ pub enum ServerError {
     Keys(#[from] tollstream_media::KeyStoreError),
     #[error("{0}")]
     Config(String),
-    #[error("--tls-cert/--tls-key: {0}")]
+    #[error("--tls-cert/--tls-key")]
     Tls(#[from] crate::listener::TlsConfigError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),

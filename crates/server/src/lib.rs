@@ -52,6 +52,12 @@ use tollstream_chain::{Chain, EvmChain, RpcOptions, TxManager};
 use tollstream_media::KeyStore;
 use tollstream_protocol::{MAX_MESSAGE_BYTES, SigningKey};
 
+/// Packets queued for one connection before emits fail.
+const ANSWER_BUFFER_PACKETS: usize = 256;
+
+/// How long a stopping server waits for the requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The whole application: Socket.IO at `/socket.io/` and the HTTP routes.
 pub fn app(state: AppState) -> Router {
     let (layer, io) = SocketIo::builder()
@@ -59,6 +65,11 @@ pub fn app(state: AppState) -> Router {
         .max_payload(MAX_MESSAGE_BYTES as u64)
         .ws_max_message_size(MAX_MESSAGE_BYTES)
         .ws_max_frame_size(MAX_MESSAGE_BYTES)
+        // Room for the answers to a whole burst: the admitted requests and
+        // every refusal up to the flood limit (20 + 200 by default), which
+        // a client may send before reading anything. At socketioxide's
+        // default (128) the rest of the acks were dropped.
+        .max_buffer_size(ANSWER_BUFFER_PACKETS)
         .with_state(state.clone())
         .build_layer();
     io.ns("/", socket::on_connect.with(socket::register_handlers));
@@ -187,17 +198,48 @@ pub async fn run(
     });
     let mut servers = tokio::task::JoinSet::new();
     // One count of connections per address over every listener.
-    let slots = listener::AddressSlots::new(state.accept_limits.per_address);
+    let slots = listener::AddressSlots::new(state.accept_limits.per_address, state.metrics.connections_open.clone());
     for tcp in listeners {
         let stopped = token.clone().cancelled_owned();
-        let listener =
-            listener::Listener::new(tcp, state.tls.clone(), state.accept_limits, slots.clone(), state.metrics.clone())?;
-        servers.spawn(axum::serve(listener, app.clone()).with_graceful_shutdown(stopped).into_future());
+        let listener = listener::Listener::new(
+            tcp,
+            state.tls.clone(),
+            state.accept_limits,
+            slots.clone(),
+            state.open_connections.clone(),
+            state.metrics.clone(),
+        )?;
+        let app = app.clone().into_make_service_with_connect_info::<listener::PeerAddr>();
+        servers.spawn(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future());
     }
     // Whichever listener stops first, for whatever reason, stops them all,
-    // so the server never runs on with only some of its addresses.
+    // so the server never runs on with only some of its addresses. A
+    // graceful stop waits for requests in progress, but not forever: a
+    // client that never finishes its request must not keep the server up.
     let mut failure = None;
-    while let Some(stopped) = servers.join_next().await {
+    let grace_over = {
+        let token = token.clone();
+        async move {
+            token.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::pin!(grace_over);
+    loop {
+        let stopped = tokio::select! {
+            stopped = servers.join_next() => match stopped {
+                Some(stopped) => stopped,
+                None => break,
+            },
+            () = &mut grace_over => {
+                tracing::warn!(
+                    seconds = SHUTDOWN_GRACE.as_secs(),
+                    "requests still in progress after the grace period; closing their connections"
+                );
+                servers.abort_all();
+                break;
+            }
+        };
         token.cancel();
         let result = stopped.map_err(std::io::Error::other).and_then(|served| served);
         if let Err(error) = result {

@@ -6,19 +6,29 @@
 //! - at most `--max-connections-per-address` open connections from one
 //!   client address (an IPv4 address, or an IPv6 /64, which is what one
 //!   IPv6 host is usually given);
+//! - at most [`NEW_CONNECTIONS_PER_ADDRESS`] new connections a second from
+//!   one client address once it has opened as many as its cap at once, so
+//!   that one address churning connections cannot use up everyone's share
+//!   of the next limit;
 //! - at most `--new-connections-per-second` new connections over all
 //!   addresses (a token bucket whose burst equals its rate).
 //!
 //! A connection over a limit is closed at once, without a reply, and
-//! counted in `tollstream_connections_refused_total{reason}`.
+//! counted in `tollstream_connections_refused_total{reason}`. A connection
+//! on which nothing arrives for [`IDLE_TIMEOUT`] while the server waits to
+//! read (a request never finished, a keep-alive nobody uses, a peer that
+//! stopped answering Engine.IO's pings), or that takes as long to accept
+//! what the server writes (a peer that stopped reading), is closed.
 //!
 //! TLS handshakes run in a task per connection, bounded by
 //! [`HANDSHAKE_TIMEOUT`], so one slow or silent client cannot hold up the
 //! accept loop; axum sees only connections whose handshake finished.
 
 use crate::metrics::Metrics;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus::IntGauge;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -30,13 +40,23 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may leave a read or a write of the server's
+/// pending. Longer than Engine.IO's ping interval plus its timeout (25 s +
+/// 20 s), so a live Socket.IO connection, which answers every ping, never
+/// meets it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// New connections a second from one client address, beyond a burst as
+/// large as its cap.
+pub const NEW_CONNECTIONS_PER_ADDRESS: u32 = 10;
 /// Connections accepted (and, with TLS, shaken hands with) but not yet
 /// taken by axum.
 const READY_CAPACITY: usize = 256;
@@ -47,7 +67,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// The limits on accepting connections (`serve` flags).
 #[derive(Debug, Clone, Copy)]
 pub struct AcceptLimits {
-    /// `--max-connections-per-address`; `None` for no cap.
+    /// `--max-connections-per-address`; `None` for no cap (and then no
+    /// per-address rate of new connections either: the server is behind a
+    /// proxy, or under a load generator).
     pub per_address: Option<NonZeroU32>,
     /// `--new-connections-per-second`; `None` for no cap.
     pub new_per_second: Option<NonZeroU32>,
@@ -56,13 +78,18 @@ pub struct AcceptLimits {
 /// Errors of reading `--tls-cert` / `--tls-key`.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
-    #[error("cannot read the TLS certificate chain {path}: {source}")]
+    // The causes are `source`s, not part of the messages: an error chain
+    // printed whole (`{:#}`) would say them twice.
+    #[error("cannot read the TLS certificate chain {path}")]
     Certificates { path: String, source: rustls_pki_types::pem::Error },
     #[error("{path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate { path: String },
-    #[error("cannot read the TLS private key {path} (PEM: PKCS#8, PKCS#1 or SEC1): {source}")]
+    #[error(
+        "cannot read the TLS private key {path} (an unencrypted PEM key: PKCS#8, PKCS#1 or SEC1; \
+         `openssl pkey -in KEY -out KEY.pem` decrypts one)"
+    )]
     Key { path: String, source: rustls_pki_types::pem::Error },
-    #[error("the TLS certificate and key do not go together: {0}")]
+    #[error("the TLS certificate and key do not go together")]
     Rustls(#[from] rustls::Error),
 }
 
@@ -110,12 +137,17 @@ impl Listener {
         tls: Option<TlsAcceptor>,
         limits: AcceptLimits,
         slots: Arc<AddressSlots>,
+        open: Arc<OpenConnections>,
         metrics: Metrics,
     ) -> io::Result<Listener> {
         let local = tcp.local_addr()?;
         let (sender, ready) = mpsc::channel(READY_CAPACITY);
         let new_connections = limits.new_per_second.map(|rate| RateLimiter::direct(Quota::per_second(rate)));
-        let accept = AcceptLoop { tcp, tls, new_connections, slots, metrics, ready: sender };
+        let per_address = limits.per_address.map(|cap| {
+            let rate = NonZeroU32::new(NEW_CONNECTIONS_PER_ADDRESS).expect("positive");
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(cap))
+        });
+        let accept = AcceptLoop { tcp, tls, new_connections, per_address, slots, open, metrics, ready: sender };
         tokio::spawn(accept.run());
         Ok(Listener { ready, local })
     }
@@ -142,13 +174,16 @@ struct AcceptLoop {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     new_connections: Option<DefaultDirectRateLimiter>,
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     slots: Arc<AddressSlots>,
+    open: Arc<OpenConnections>,
     metrics: Metrics,
     ready: mpsc::Sender<(Connection, SocketAddr)>,
 }
 
 impl AcceptLoop {
     async fn run(self) {
+        let mut accepted_since_purge = 0u32;
         loop {
             let accepted = tokio::select! {
                 accepted = self.tcp.accept() => accepted,
@@ -164,25 +199,45 @@ impl AcceptLoop {
                     continue;
                 }
             };
+            let Some(slot) = self.slots.take(peer.ip()) else {
+                self.metrics.connections_refused.with_label_values(&["per_address"]).inc();
+                tracing::debug!(%peer, "connection refused: too many connections from this address");
+                continue;
+            };
+            if let Some(buckets) = &self.per_address {
+                if buckets.check_key(&client_key(peer.ip())).is_err() {
+                    self.metrics.connections_refused.with_label_values(&["address_rate"]).inc();
+                    tracing::debug!(%peer, "connection refused: too many new connections a second from this address");
+                    continue;
+                }
+                // The keyed buckets of addresses gone quiet are full again:
+                // drop them now and then, or the map only grows.
+                accepted_since_purge += 1;
+                if accepted_since_purge >= 10_000 {
+                    accepted_since_purge = 0;
+                    buckets.retain_recent();
+                    buckets.shrink_to_fit();
+                }
+            }
             if self.new_connections.as_ref().is_some_and(|bucket| bucket.check().is_err()) {
                 self.metrics.connections_refused.with_label_values(&["rate"]).inc();
                 tracing::debug!(%peer, "connection refused: too many new connections a second");
                 continue;
             }
-            let Some(slot) = self.slots.take(peer.ip(), &self.metrics) else {
-                self.metrics.connections_refused.with_label_values(&["per_address"]).inc();
-                tracing::debug!(%peer, "connection refused: too many connections from this address");
-                continue;
-            };
             // Every message is a small frame that someone waits for:
             // Nagle's algorithm would hold one back until the previous one
             // is acknowledged.
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
+            let closer = self.open.register(peer);
+            let mut stream = TimeoutStream::new(stream);
+            stream.set_read_timeout(Some(IDLE_TIMEOUT));
+            stream.set_write_timeout(Some(IDLE_TIMEOUT));
+            let stream = Box::pin(stream);
             match &self.tls {
                 None => {
-                    let connection = Connection { stream: Either::Left(stream), _slot: slot };
+                    let connection = Connection { stream: Either::Left(stream), closer, _slot: slot };
                     if self.ready.send((connection, peer)).await.is_err() {
                         return;
                     }
@@ -192,7 +247,8 @@ impl AcceptLoop {
                     tokio::spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                let connection = Connection { stream: Either::Right(Box::new(tls)), _slot: slot };
+                                let connection =
+                                    Connection { stream: Either::Right(Box::new(tls)), closer, _slot: slot };
                                 let _ = ready.send((connection, peer)).await;
                             }
                             Ok(Err(error)) => {
@@ -216,15 +272,19 @@ impl AcceptLoop {
 pub struct AddressSlots {
     cap: Option<NonZeroU32>,
     open: Mutex<HashMap<IpAddr, u32>>,
+    /// The gauge of everything held, over all addresses.
+    gauge: IntGauge,
 }
 
 impl AddressSlots {
-    pub fn new(cap: Option<NonZeroU32>) -> Arc<AddressSlots> {
-        Arc::new(AddressSlots { cap, open: Mutex::new(HashMap::new()) })
+    /// Counts of TCP connections, or of Socket.IO sessions, per address,
+    /// capped at `cap`; `gauge` shows the total.
+    pub fn new(cap: Option<NonZeroU32>, gauge: IntGauge) -> Arc<AddressSlots> {
+        Arc::new(AddressSlots { cap, open: Mutex::new(HashMap::new()), gauge })
     }
 
     /// A slot for one more connection from `ip`, or `None` at the cap.
-    fn take(self: &Arc<Self>, ip: IpAddr, metrics: &Metrics) -> Option<Slot> {
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let key = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(key).or_insert(0);
@@ -232,8 +292,8 @@ impl AddressSlots {
             return None;
         }
         *count += 1;
-        metrics.connections_open.inc();
-        Some(Slot { slots: self.clone(), key, metrics: metrics.clone() })
+        self.gauge.inc();
+        Some(Slot { slots: self.clone(), key })
     }
 
     /// Open connections from `ip`'s client address.
@@ -253,10 +313,9 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// One connection's place under its address's cap, given back on drop.
-struct Slot {
+pub struct Slot {
     slots: Arc<AddressSlots>,
     key: IpAddr,
-    metrics: Metrics,
 }
 
 impl Drop for Slot {
@@ -268,25 +327,95 @@ impl Drop for Slot {
                 open.remove(&self.key);
             }
         }
-        self.metrics.connections_open.dec();
+        self.slots.gauge.dec();
     }
 }
 
 /// An accepted connection, plain or TLS, holding its address slot until
 /// it is closed.
 pub struct Connection {
-    stream: Either<TcpStream, Box<TlsStream<TcpStream>>>,
+    stream: Either<TimedStream, Box<TlsStream<TimedStream>>>,
+    closer: Closer,
     _slot: Slot,
+}
+
+/// Every open connection by its peer's address, so that a handler that
+/// finds a connection misbehaving (flooding) can close it: Socket.IO can
+/// only take a client out of a namespace, which leaves its transport open.
+#[derive(Default)]
+pub struct OpenConnections {
+    by_peer: dashmap::DashMap<SocketAddr, CancellationToken>,
+}
+
+impl OpenConnections {
+    pub fn new() -> Arc<OpenConnections> {
+        Arc::default()
+    }
+
+    fn register(self: &Arc<Self>, peer: SocketAddr) -> Closer {
+        let token = CancellationToken::new();
+        self.by_peer.insert(peer, token.clone());
+        Closer { closed: Box::pin(token.cancelled_owned()), peer, open: self.clone() }
+    }
+
+    /// Closes the connection from `peer`, if it is open: its next read or
+    /// write fails, and a pending one is woken to fail.
+    pub fn close(&self, peer: SocketAddr) {
+        if let Some(token) = self.by_peer.get(&peer) {
+            token.cancel();
+        }
+    }
+}
+
+/// A connection's entry in [`OpenConnections`], removed when it closes.
+struct Closer {
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    peer: SocketAddr,
+    open: Arc<OpenConnections>,
+}
+
+impl Closer {
+    /// `Ready` with an error once the connection was told to close.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.closed.as_mut().poll(cx).map(|()| io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the server"))
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.open.by_peer.remove(&self.peer);
+    }
+}
+
+/// A TCP stream whose reads and writes may not stay pending beyond
+/// [`IDLE_TIMEOUT`].
+type TimedStream = Pin<Box<TimeoutStream<TcpStream>>>;
+
+/// The peer's address, for handlers (`ConnectInfo<PeerAddr>` in a request's
+/// extensions): the address the connection came from, before TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Poll::Ready(closed) = self.closer.poll_closed(cx) {
+            return Poll::Ready(Err(closed));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Connection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(closed) = self.closer.poll_closed(cx) {
+            return Poll::Ready(Err(closed));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -303,6 +432,9 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(closed) = self.closer.poll_closed(cx) {
+            return Poll::Ready(Err(closed));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -329,24 +461,24 @@ mod tests {
     #[test]
     fn an_address_gets_its_cap_and_a_closed_connection_frees_its_slot() {
         let metrics = Metrics::new();
-        let slots = AddressSlots::new(NonZeroU32::new(2));
+        let slots = AddressSlots::new(NonZeroU32::new(2), metrics.connections_open.clone());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let first = slots.take(ip, &metrics).expect("first");
-        let _second = slots.take(ip, &metrics).expect("second");
-        assert!(slots.take(ip, &metrics).is_none(), "a third connection is over the cap");
-        assert!(slots.take("192.0.2.2".parse().unwrap(), &metrics).is_some(), "other addresses have their own");
+        let first = slots.take(ip).expect("first");
+        let _second = slots.take(ip).expect("second");
+        assert!(slots.take(ip).is_none(), "a third connection is over the cap");
+        assert!(slots.take("192.0.2.2".parse().unwrap()).is_some(), "other addresses have their own");
         assert_eq!(metrics.connections_open.get(), 2, "the dropped temporary slot was given back");
         drop(first);
         assert_eq!(slots.open_from(ip), 1);
-        assert!(slots.take(ip, &metrics).is_some(), "a closed connection frees its slot");
+        assert!(slots.take(ip).is_some(), "a closed connection frees its slot");
     }
 
     #[test]
     fn no_cap_takes_any_number() {
         let metrics = Metrics::new();
-        let slots = AddressSlots::new(None);
+        let slots = AddressSlots::new(None, metrics.connections_open.clone());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let held: Vec<_> = (0..1000).map(|_| slots.take(ip, &metrics).expect("no cap")).collect();
+        let held: Vec<_> = (0..1000).map(|_| slots.take(ip).expect("no cap")).collect();
         assert_eq!(slots.open_from(ip), 1000);
         drop(held);
         assert_eq!(slots.open_from(ip), 0);

@@ -47,10 +47,14 @@ pub struct Metrics {
     pub requests_rate_limited: IntCounter,
     /// Connections closed because they kept flooding requests.
     pub connections_closed_flooding: IntCounter,
-    /// Connections closed at accept, by `reason`: `per_address` or `rate`.
+    /// Connections closed at accept, by `reason`: `per_address`,
+    /// `address_rate` or `rate`; Socket.IO sessions refused at CONNECT:
+    /// `sessions_per_address`.
     pub connections_refused: IntCounterVec,
     /// TCP connections open now.
     pub connections_open: IntGauge,
+    /// Socket.IO sessions open now (over WebSocket or long-polling).
+    pub sessions_open: IntGauge,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: IntCounter,
     /// `newChannel` chain lookups running now.
@@ -154,12 +158,13 @@ impl Metrics {
             connections_refused: IntCounterVec::new(
                 Opts::new(
                     "tollstream_connections_refused_total",
-                    "Connections closed at accept, by reason (per_address, rate)",
+                    "Connections and sessions refused, by reason (per_address, address_rate, rate, sessions_per_address)",
                 ),
                 &["reason"],
             )
             .expect("valid"),
             connections_open: IntGauge::new("tollstream_connections_open", "TCP connections open now").expect("valid"),
+            sessions_open: IntGauge::new("tollstream_sessions_open", "Socket.IO sessions open now").expect("valid"),
             tls_handshake_failures: IntCounter::new(
                 "tollstream_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out",
@@ -177,7 +182,7 @@ impl Metrics {
             .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 26] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -200,6 +205,7 @@ impl Metrics {
             Box::new(metrics.connections_closed_flooding.clone()),
             Box::new(metrics.connections_refused.clone()),
             Box::new(metrics.connections_open.clone()),
+            Box::new(metrics.sessions_open.clone()),
             Box::new(metrics.tls_handshake_failures.clone()),
             Box::new(metrics.chain_lookups_in_flight.clone()),
             Box::new(metrics.negative_cache_hits.clone()),
@@ -208,7 +214,7 @@ impl Metrics {
             metrics.registry.register(collector).expect("metric names are unique");
         }
         // Both reasons show from the start, at zero, for dashboards and alerts.
-        for reason in ["per_address", "rate"] {
+        for reason in ["per_address", "address_rate", "rate", "sessions_per_address"] {
             metrics.connections_refused.with_label_values(&[reason]);
         }
         metrics

@@ -3,7 +3,7 @@
 use crate::cluster::Cluster;
 use crate::config::ServeConfig;
 use crate::confirmations::Opens;
-use crate::listener::AcceptLimits;
+use crate::listener::{AcceptLimits, AddressSlots, OpenConnections};
 use crate::metrics::Metrics;
 use crate::socket::limits::RequestLimits;
 use crate::socket::sessions::Sessions;
@@ -68,6 +68,12 @@ pub struct Inner {
     pub limits: RequestLimits,
     /// `--max-connections-per-address`, `--new-connections-per-second`.
     pub accept_limits: AcceptLimits,
+    /// Socket.IO sessions per client address, under the same cap as TCP
+    /// connections: one keep-alive connection can carry any number of
+    /// long-polling sessions.
+    pub sessions_per_address: Arc<AddressSlots>,
+    /// Every open connection, to close one that floods.
+    pub open_connections: Arc<OpenConnections>,
     /// `--tls-cert`/`--tls-key`, read at start; `None` serves plain http.
     pub tls: Option<TlsAcceptor>,
 }
@@ -122,6 +128,7 @@ impl AppState {
             gasless_open: false,
             token_domain: None,
         };
+        let open_connections = OpenConnections::new();
         AppState(Arc::new(Inner {
             clock: Arc::new(ChainClock::new()),
             opens: Arc::new(Opens::new(config.confirmations, config.log_range_blocks)),
@@ -151,8 +158,10 @@ impl AppState {
             sessions: Sessions::default(),
             shutdown,
             tasks: TaskTracker::new(),
-            limits: RequestLimits::new(&config.request_limits(), metrics.clone()),
+            limits: RequestLimits::new(&config.request_limits(), open_connections.clone(), metrics.clone()),
             accept_limits: config.accept_limits(),
+            open_connections,
+            sessions_per_address: AddressSlots::new(config.accept_limits().per_address, metrics.sessions_open.clone()),
             tls,
         }))
     }
@@ -175,6 +184,12 @@ impl ChainClock {
     /// Records a reading of the chain's time (unix seconds).
     pub fn set(&self, chain_time: u64) {
         *self.last.lock().expect("clock lock") = Some((chain_time, Instant::now()));
+    }
+
+    /// The last reading itself (the latest block's timestamp, unix
+    /// seconds): it changes only when the chain has a new block.
+    pub fn last_reading(&self) -> Option<u64> {
+        self.last.lock().expect("clock lock").map(|(chain_time, _)| chain_time)
     }
 
     /// The chain's current time in unix seconds: the last reading plus the

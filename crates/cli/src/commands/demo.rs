@@ -182,7 +182,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  player page:  {server_url}/");
     println!("  chain:        {rpc_url} (chain {chain_id}), contract {}", contract.to_checksum(None));
     println!("  price:        {} wei per {} s window", args.window_price, args.window_seconds);
-    println!("  watch it:     {exe} watch {server_url} --rpc-url {rpc_url} \\");
+    let ca_cert = args.tls_cert.as_ref().map(|cert| format!(" --ca-cert {}", cert.display())).unwrap_or_default();
+    println!("  watch it:     {exe} watch {server_url}{ca_cert} --rpc-url {rpc_url} \\");
     println!(
         "                  --wallet-key-file {} --minutes 1 -o - | ffplay -",
         data_dir.join("viewer-1.key").display()

@@ -6,9 +6,15 @@
 //!   bursts of `--request-burst`. A request over it is answered
 //!   `rate_limited` and has no effect; the connection stays open.
 //! - Each refusal also draws on a second bucket of `--flood-limit` that
-//!   refills at the same rate: a connection that empties it is closed.
-//!   A client that waits a second after `rate_limited`, as the protocol
-//!   asks, never comes near it.
+//!   refills at the same rate: a connection that empties it is closed,
+//!   and its Engine.IO session may not join the namespace again. A client
+//!   that waits a second after `rate_limited`, as the protocol asks, never
+//!   comes near it.
+//! - The buckets belong to the Engine.IO session, not to one CONNECT: a
+//!   client that leaves the namespace and joins it again on the same
+//!   transport (`41`, `40`) keeps the allowance it had.
+//! - Events no handler takes still draw on the request bucket, so a flood
+//!   of them is closed like any other.
 //! - `newChannel` reads the chain: one lookup at a time per connection (a
 //!   second one at once is `rate_limited`), `--chain-lookups` at once in
 //!   all (a request waits up to `--rpc-timeout` for its turn, then is
@@ -18,9 +24,12 @@
 //! Answers to `pay` are acks of the server's own event, never requests, so
 //! nothing here touches them.
 
+use crate::listener::{OpenConnections, PeerAddr};
 use crate::metrics::Metrics;
+use axum::extract::ConnectInfo;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +39,11 @@ use tollstream_protocol::{B256, ErrorCode, ProtocolError};
 
 /// Channel ids remembered as unknown at most; beyond it the oldest go.
 const NEGATIVE_CACHE_CAPACITY: u64 = 100_000;
+/// Engine.IO sessions whose allowance is kept at most.
+const ALLOWANCES_CAPACITY: u64 = 1_000_000;
+/// How long an allowance outlives its last use: a session that left the
+/// namespace without closing its transport may come back within it.
+const ALLOWANCE_IDLE: Duration = Duration::from_secs(600);
 
 /// The limits' settings (`serve` flags).
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +64,13 @@ pub struct RequestLimits {
     flood: Quota,
     lookups: Arc<Semaphore>,
     lookup_wait: Duration,
-    unknown: Option<moka::sync::Cache<B256, ()>>,
+    /// Channel id → the chain reading (the latest block's timestamp) at
+    /// which the chain said it does not exist.
+    unknown: Option<moka::sync::Cache<B256, u64>>,
+    /// Each Engine.IO session's allowance.
+    allowances: moka::sync::Cache<Sid, Allowance>,
+    /// To close the connection of a flooding session.
+    open_connections: Arc<OpenConnections>,
     metrics: Metrics,
 }
 
@@ -66,6 +86,13 @@ struct AllowanceBuckets {
     /// Set once the connection is found flooding: the requests already on
     /// their way are refused, but it is closed, counted and logged once.
     flooding: AtomicBool,
+}
+
+impl Allowance {
+    /// Whether the session was found flooding (and so may not join again).
+    pub fn is_flooding(&self) -> bool {
+        self.0.flooding.load(Ordering::Relaxed)
+    }
 }
 
 /// The verdict on one request.
@@ -93,7 +120,7 @@ impl Drop for LookupPermit<'_> {
 }
 
 impl RequestLimits {
-    pub fn new(config: &RequestLimitConfig, metrics: Metrics) -> RequestLimits {
+    pub fn new(config: &RequestLimitConfig, open_connections: Arc<OpenConnections>, metrics: Metrics) -> RequestLimits {
         let rate = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.request_burst).unwrap_or(rate);
         let flood = NonZeroU32::new(config.flood_limit).unwrap_or(NonZeroU32::MIN);
@@ -103,6 +130,7 @@ impl RequestLimits {
             config.chain_lookups.max(1),
             metrics,
         );
+        limits.open_connections = open_connections;
         limits.lookup_wait = config.chain_lookup_wait;
         limits.unknown = (!config.negative_cache.is_zero()).then(|| {
             moka::sync::Cache::builder()
@@ -120,11 +148,27 @@ impl RequestLimits {
             lookups: Arc::new(Semaphore::new(lookups as usize)),
             lookup_wait: Duration::from_secs(5),
             unknown: None,
+            allowances: moka::sync::Cache::builder()
+                .max_capacity(ALLOWANCES_CAPACITY)
+                .time_to_idle(ALLOWANCE_IDLE)
+                .build(),
+            open_connections: OpenConnections::new(),
             metrics,
         }
     }
 
-    /// A fresh allowance for a new connection.
+    /// The allowance of Engine.IO session `sid`: the one it had if it joined
+    /// the namespace before, else a fresh one.
+    pub fn allowance_for(&self, sid: Sid) -> Allowance {
+        self.allowances.get_with(sid, || self.allowance())
+    }
+
+    /// Forgets session `sid`'s allowance once its transport is gone.
+    pub fn forget(&self, sid: Sid) {
+        self.allowances.invalidate(&sid);
+    }
+
+    /// A fresh allowance.
     pub fn allowance(&self) -> Allowance {
         Allowance(Arc::new(AllowanceBuckets {
             requests: RateLimiter::direct(self.requests),
@@ -165,7 +209,13 @@ impl RequestLimits {
             Admission::Flooding => {
                 self.metrics.connections_closed_flooding.inc();
                 tracing::info!(sid = %socket.id, "closing a connection that keeps flooding requests");
+                // Out of the namespace (it may not join again), and its
+                // transport's connection closed.
                 let _ = socket.clone().disconnect();
+                if let Some(ConnectInfo(PeerAddr(peer))) = socket.req_parts().extensions.get::<ConnectInfo<PeerAddr>>()
+                {
+                    self.open_connections.close(*peer);
+                }
                 Err(rate_limited())
             }
         }
@@ -201,19 +251,24 @@ impl RequestLimits {
         Ok(LookupPermit { _connection: connection, _all: all, metrics: &self.metrics })
     }
 
-    /// Whether the chain said `channel` does not exist a moment ago.
-    pub fn known_unknown(&self, channel: &B256) -> bool {
-        let hit = self.unknown.as_ref().is_some_and(|cache| cache.contains_key(channel));
+    /// Whether the chain said `channel` does not exist a moment ago, at the
+    /// chain reading `head` (the latest block's timestamp). A newer block
+    /// may hold its `open`, so an answer from an older reading does not
+    /// count: whoever announced the id first, a stranger included, cannot
+    /// keep its owner out beyond the block it is mined in.
+    pub fn known_unknown(&self, channel: &B256, head: Option<u64>) -> bool {
+        let hit = head.is_some_and(|head| self.unknown.as_ref().is_some_and(|cache| cache.get(channel) == Some(head)));
         if hit {
             self.metrics.negative_cache_hits.inc();
         }
         hit
     }
 
-    /// Remembers that the chain says `channel` does not exist.
-    pub fn remember_unknown(&self, channel: B256) {
-        if let Some(cache) = &self.unknown {
-            cache.insert(channel, ());
+    /// Remembers that the chain says `channel` does not exist at the chain
+    /// reading `head`.
+    pub fn remember_unknown(&self, channel: B256, head: Option<u64>) {
+        if let (Some(cache), Some(head)) = (&self.unknown, head) {
+            cache.insert(channel, head);
         }
     }
 }
@@ -272,11 +327,25 @@ mod tests {
             chain_lookup_wait: Duration::from_secs(5),
             negative_cache: Duration::from_secs(5),
         };
-        let limits = RequestLimits::new(&config, Metrics::new());
+        let limits = RequestLimits::new(&config, OpenConnections::new(), Metrics::new());
         let allowance = limits.allowance();
         let admitted = (0..150).filter(|_| limits.check(&allowance) == Admission::Admitted).count();
         // 20 at once, and perhaps one more refilled while the loop ran.
         assert!((20..=21).contains(&admitted), "{admitted} of a burst of 150 admitted");
+    }
+
+    #[test]
+    fn a_session_that_joins_again_keeps_its_allowance() {
+        let limits = limits(20, 5, 1);
+        let sid = Sid::new();
+        let first = limits.allowance_for(sid);
+        while limits.check(&first) != Admission::Flooding {}
+        let again = limits.allowance_for(sid);
+        assert!(again.is_flooding(), "leaving and joining again does not refill the buckets");
+        assert_eq!(limits.check(&again), Admission::Limited);
+        assert_eq!(limits.check(&limits.allowance_for(Sid::new())), Admission::Admitted, "another session");
+        limits.forget(sid);
+        assert!(!limits.allowance_for(sid).is_flooding(), "a closed transport's allowance is gone");
     }
 
     #[tokio::test]
@@ -306,16 +375,23 @@ mod tests {
             chain_lookup_wait: Duration::from_secs(5),
             negative_cache: Duration::from_secs(3600),
         };
-        let limits = RequestLimits::new(&config, Metrics::new());
+        let limits = RequestLimits::new(&config, OpenConnections::new(), Metrics::new());
         let id = B256::repeat_byte(7);
-        assert!(!limits.known_unknown(&id));
-        limits.remember_unknown(id);
-        assert!(limits.known_unknown(&id));
-        assert!(!limits.known_unknown(&B256::repeat_byte(8)));
+        let head = Some(1_000);
+        assert!(!limits.known_unknown(&id, head));
+        limits.remember_unknown(id, head);
+        assert!(limits.known_unknown(&id, head));
+        assert!(!limits.known_unknown(&B256::repeat_byte(8), head));
         assert_eq!(limits.metrics.negative_cache_hits.get(), 1);
+        assert!(!limits.known_unknown(&id, Some(1_002)), "a new block may hold the open: ask the chain again");
+        assert!(!limits.known_unknown(&id, None), "no reading, no answer from memory");
 
-        let off = RequestLimits::new(&RequestLimitConfig { negative_cache: Duration::ZERO, ..config }, Metrics::new());
-        off.remember_unknown(id);
-        assert!(!off.known_unknown(&id), "a zero time remembers nothing");
+        let off = RequestLimits::new(
+            &RequestLimitConfig { negative_cache: Duration::ZERO, ..config },
+            OpenConnections::new(),
+            Metrics::new(),
+        );
+        off.remember_unknown(id, head);
+        assert!(!off.known_unknown(&id, head), "a zero time remembers nothing");
     }
 }

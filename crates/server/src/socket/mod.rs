@@ -12,10 +12,13 @@ pub mod sessions;
 mod stop;
 mod streaming;
 
+use crate::listener::{PeerAddr, Slot};
 use crate::state::AppState;
 use crate::store::{ChannelStatus, OpenState, StoredChannel};
+use axum::extract::ConnectInfo;
 use socketioxide::extract::{SocketRef, State};
-use std::convert::Infallible;
+use socketioxide::socket::DisconnectReason;
+use std::sync::Arc;
 use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, event};
 
 /// Registers the handlers of every event on a new connection. It runs as a
@@ -23,19 +26,53 @@ use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, event};
 /// client's CONNECT: the connect handler proper runs in a task of its own
 /// after that answer, so an event a client sends the moment it is
 /// connected could otherwise arrive before its handler exists and be lost.
-pub async fn register_handlers(socket: SocketRef, State(state): State<AppState>) -> Result<(), Infallible> {
-    socket.extensions.insert(state.limits.allowance());
+///
+/// It also admits the connection: a session found flooding may not join
+/// again, and a client address holds at most `--max-connections-per-address`
+/// sessions, whatever carries them (one keep-alive connection can carry
+/// any number of long-polling sessions).
+pub async fn register_handlers(socket: SocketRef, State(state): State<AppState>) -> Result<(), ConnectRefused> {
+    let allowance = state.limits.allowance_for(socket.id);
+    if allowance.is_flooding() {
+        return Err(ConnectRefused("this connection flooded the server with requests; open a new one later"));
+    }
+    socket.extensions.insert(allowance);
+    if let Some(ConnectInfo(PeerAddr(peer))) = socket.req_parts().extensions.get::<ConnectInfo<PeerAddr>>() {
+        let Some(slot) = state.sessions_per_address.take(peer.ip()) else {
+            state.metrics.connections_refused.with_label_values(&["sessions_per_address"]).inc();
+            tracing::debug!(sid = %socket.id, %peer, "session refused: too many sessions from this address");
+            return Err(ConnectRefused("too many connections from this address"));
+        };
+        // Dropped with the socket, which gives the slot back.
+        socket.extensions.insert(Arc::new(slot));
+    }
     socket.on(event::PUBLIC_KEY, public_key::handle);
     socket.on(event::LATEST_STATE, latest_state::handle);
     socket.on(event::NEW_CHANNEL, new_channel::handle);
     socket.on(event::PLAY, play::handle);
     socket.on(event::STOP, stop::handle);
-    socket.on_disconnect(async move |socket: SocketRef| {
-        tracing::debug!(sid = %socket.id, "disconnected");
+    // An event no handler takes still costs a request.
+    socket.on_fallback(async |socket: SocketRef, State(state): State<AppState>| {
+        let _ = state.limits.admit(&socket);
+    });
+    socket.on_disconnect(async move |socket: SocketRef, reason: DisconnectReason| {
+        tracing::debug!(sid = %socket.id, %reason, "disconnected");
         state.sessions.disconnected(socket.id);
+        socket.extensions.remove::<Arc<Slot>>();
+        // Leaving the namespace keeps the transport, which may join again
+        // with the allowance it had; any other end closes the transport.
+        if !matches!(reason, DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect) {
+            state.limits.forget(socket.id);
+        }
     });
     Ok(())
 }
+
+/// Why a CONNECT to the namespace was refused: sent to the client as the
+/// CONNECT_ERROR's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectRefused(&'static str);
 
 /// The connect handler: the handlers are already registered.
 pub async fn on_connect(socket: SocketRef) {

@@ -30,7 +30,8 @@ async fn new_channel(
     check_opening_state(&opening, &state.domain)?;
     // Everything below may read the chain: a bounded number of lookups at
     // once, and ids the chain just said are unknown answered from memory.
-    if state.limits.known_unknown(&opening.channel_id) {
+    let head = state.clock.last_reading();
+    if state.limits.known_unknown(&opening.channel_id, head) {
         return Err(unknown_channel());
     }
     let _lookup = state.limits.chain_lookup(socket).await?;
@@ -63,7 +64,7 @@ async fn new_channel(
     match onchain.status {
         OnChainStatus::Open => {}
         OnChainStatus::None => {
-            state.limits.remember_unknown(opening.channel_id);
+            state.limits.remember_unknown(opening.channel_id, head);
             return Err(unknown_channel());
         }
         OnChainStatus::Closed | OnChainStatus::Refunded => {

@@ -18,7 +18,13 @@ pub fn ack<T: Serialize>(ack: AckSender, result: Result<T, ProtocolError>) {
 
 /// Emits the `error` event.
 pub fn emit_error(socket: &SocketRef, error: &ProtocolError) {
-    tracing::info!(sid = %socket.id, code = %error.code, message = %error.message, "error sent to client");
+    // A refusal a client can provoke at will is not worth a line at the
+    // default level: a flood of them would flood the log.
+    if error.code == tollstream_protocol::ErrorCode::RateLimited {
+        tracing::debug!(sid = %socket.id, code = %error.code, "error sent to client");
+    } else {
+        tracing::info!(sid = %socket.id, code = %error.code, message = %error.message, "error sent to client");
+    }
     if let Err(failed) = socket.emit(event::ERROR, error) {
         tracing::debug!(%failed, "could not emit error (connection gone)");
     }
