@@ -1320,7 +1320,10 @@ fn unknown_opening(domain: &ChannelDomain, n: u8) -> Value {
 // keep serving while `ServerProcess::start` blocks one thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_channel_lookups_are_bounded_and_unknown_ids_remembered() {
-    let mut chain = TestChain::new().await;
+    // A node of its own: an unknown id is answered from memory only until
+    // the chain's next block, and on the shared node other tests make
+    // blocks at any time.
+    let mut chain = TestChain::own().await;
     let slow = SlowChain::start(&chain.node_rpc(), LOOKUP_DELAY).await;
     chain.rpc = slow.url.clone();
     let server = ServerProcess::start(&chain, &ServerOptions::default());
