@@ -193,9 +193,7 @@ async fn a_close_priced_under_a_base_fee_spike_is_bumped_and_lands_during_it() {
     // offers: the node drops it from the pool and refuses it as it is.
     let spike = close.max_fee_per_gas * 10;
     assert!(spike < 200 * GWEI, "the spike stays under the default fee cap");
-    chain.set_next_base_fee(spike).await;
-    let miner = Miner::start(&chain, Duration::from_millis(100));
-    miner.set_base_fee(spike);
+    let miner = Miner::start_with_base_fee(&chain, Duration::from_millis(100), spike);
 
     let closed = closed_once(&server, &chain, channel, 45).await;
     drop(miner);
@@ -222,8 +220,7 @@ async fn a_close_at_the_fee_cap_waits_says_so_and_lands_when_the_base_fee_falls(
 
     // The market goes to ten times the cap: the server bumps up to the cap,
     // then waits, and tells the operator.
-    let miner = Miner::start(&chain, Duration::from_millis(100));
-    miner.set_base_fee(cap * 10);
+    let miner = Miner::start_with_base_fee(&chain, Duration::from_millis(100), cap * 10);
     server
         .wait_for(45, "the fee-cap gauge and log line", async || {
             let at_cap = server.metric("tollstream_closes_at_fee_cap").await.is_some_and(|n| n >= 1.0);

@@ -624,7 +624,14 @@ pub struct Miner {
 
 impl Miner {
     pub fn start(chain: &TestChain, interval: Duration) -> Miner {
-        let base_fee = Arc::new(AtomicU64::new(0));
+        Miner::start_with_base_fee(chain, interval, 0)
+    }
+
+    /// Like [`Miner::start`], with every block's base fee set to `wei` from
+    /// the first block on: setting it after the start would race the first
+    /// block.
+    pub fn start_with_base_fee(chain: &TestChain, interval: Duration, wei: u128) -> Miner {
+        let base_fee = Arc::new(AtomicU64::new(u64::try_from(wei).expect("a base fee below 18 ETH per gas")));
         let url = chain.node_rpc();
         let fee = base_fee.clone();
         let task = tokio::spawn(async move {
