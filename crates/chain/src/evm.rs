@@ -346,9 +346,9 @@ fn on_chain(entry: TollstreamChannels::channelsReturn) -> Result<OnChainChannel,
         client: entry.client,
         expires_at: entry.expiresAt,
         status,
-        payee: entry.payee,
-        deposit: U256::from(entry.deposit),
-        signer: entry.signer,
+        token: entry.token,
+        deposit: entry.deposit,
+        terms: entry.terms,
     })
 }
 

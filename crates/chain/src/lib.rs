@@ -35,9 +35,9 @@ pub mod signed_tx;
 pub mod tx_manager;
 pub mod viewer;
 
-pub use channel::{ChannelStatus, OnChainChannel};
+pub use channel::{ChannelStatus, OnChainChannel, terms_of};
 pub use close_tx::{Attempt, CloseTx, Decision, Inclusion, Observation, Policy};
-pub use contract::{TollstreamChannels, deploy};
+pub use contract::{TestStablecoin, TollstreamChannels, deploy, deploy_test_stablecoin};
 pub use error::ChainError;
 pub use evm::{BlockRef, Chain, ChannelEvent, EvmChain, Head, PayeeCall, Sent, connect_provider, wallet_of};
 pub use fees::Fees;

@@ -5,7 +5,7 @@
 //! what the EVM implementation would produce); the registry's effects
 //! (open, close) are modelled, not executed.
 
-use crate::channel::{ChannelStatus, OnChainChannel};
+use crate::channel::{ChannelStatus, OnChainChannel, terms_of};
 use crate::close_tx::Inclusion;
 use crate::contract::TollstreamChannels;
 use crate::error::ChainError;
@@ -124,9 +124,9 @@ impl MemoryChain {
             client: client.address(),
             expires_at: now + 86_400,
             status: ChannelStatus::Open,
-            payee: self.payee,
+            token: Address::ZERO,
             deposit: U256::from(deposit),
-            signer: client.address(),
+            terms: terms_of(self.payee, client.address()),
         };
         self.mine_with(vec![Effect::Opened { id: channel_id, channel }]);
         ChannelState {
@@ -318,9 +318,9 @@ fn never_opened() -> OnChainChannel {
         client: Address::ZERO,
         expires_at: 0,
         status: ChannelStatus::None,
-        payee: Address::ZERO,
+        token: Address::ZERO,
         deposit: U256::ZERO,
-        signer: Address::ZERO,
+        terms: Default::default(),
     }
 }
 
