@@ -61,6 +61,18 @@ pub trait Chain: Send + Sync + 'static {
     /// `Unavailable`.
     async fn find_open(&self, id: B256, from: u64, to: u64) -> Result<Option<BlockRef>, ChainError>;
 
+    /// The payee and signer a channel's `Opened` event names, searching
+    /// blocks `from..=to`: the registry keeps only a commitment to them
+    /// ([`crate::terms_of`]), so this is how a mismatch is explained.
+    /// `None` when no such event is in the range, or the chain cannot say.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn opened_terms(&self, id: B256, from: u64, to: u64) -> Result<Option<(Address, Address)>, ChainError> {
+        let _ = (id, from, to);
+        Ok(None)
+    }
+
     /// `Closed` and `Refunded` events of the registry in blocks `from..=to`.
     ///
     /// # Errors
@@ -425,6 +437,20 @@ impl Chain for EvmChain {
             .iter()
             .filter(|log| !log.removed)
             .find_map(|log| Some(BlockRef { number: log.block_number?, hash: log.block_hash? })))
+    }
+
+    async fn opened_terms(&self, id: B256, from: u64, to: u64) -> Result<Option<(Address, Address)>, ChainError> {
+        let filter = Filter::new()
+            .address(self.contract)
+            .event_signature(TollstreamChannels::Opened::SIGNATURE_HASH)
+            .topic1(id)
+            .from_block(from)
+            .to_block(to);
+        let logs = self.provider.get_logs(&filter).await.map_err(ChainError::from_transport)?;
+        Ok(logs.iter().filter(|log| !log.removed).find_map(|log| {
+            let opened = log.log_decode::<TollstreamChannels::Opened>().ok()?;
+            Some((opened.inner.data.payee, opened.inner.data.signer))
+        }))
     }
 
     async fn channel_events(&self, from: u64, to: u64) -> Result<Vec<ChannelEvent>, ChainError> {

@@ -109,6 +109,31 @@ impl TxManager {
         Ok(Some((tx, sent)))
     }
 
+    /// Sends a payee transaction that is not a close (a gasless open) at a
+    /// fresh nonce, priced at the market held to the fee cap. Its nonce
+    /// stays taken until [`release`](Self::release)d; one released while
+    /// never mined is filled by [`fill_gaps`](Self::fill_gaps), so it
+    /// cannot hold back later closes.
+    ///
+    /// # Errors
+    /// `Unavailable`, or `Other` when signing fails; a failed broadcast
+    /// comes back in the result, as for closes.
+    pub async fn start_call(
+        &self,
+        call: &PayeeCall,
+        gas_limit: u64,
+    ) -> Result<(SignedTx, Result<Sent, ChainError>), ChainError> {
+        let fees = Fees::capped(self.chain.market_fees().await?, self.policy.max_fee_per_gas);
+        let mut in_flight = self.in_flight.lock().await;
+        let used = self.chain.nonce(self.payee).await?;
+        let nonce = (used..).find(|n| !in_flight.contains(n)).expect("a free nonce exists");
+        let tx = self.chain.sign(call, nonce, gas_limit, fees).await?;
+        in_flight.insert(nonce);
+        drop(in_flight);
+        let sent = self.chain.send(&tx).await;
+        Ok((tx, sent))
+    }
+
     /// Reads what the chain shows of `close` now: the wallet's nonces used
     /// at the confirmed height first, then the receipts of its versions (in that order, so a close
     /// mined between the reads is never taken for a foreign transaction).

@@ -156,9 +156,8 @@ impl Opens {
 pub fn terms_match(onchain: &OnChainChannel, stored: &StoredChannel, payee: Address) -> bool {
     let state = &stored.state;
     onchain.status == ChannelStatus::Open
-        && onchain.payee == payee
+        && onchain.is_for(payee, state.client_public_key.address())
         && onchain.client == state.client_wallet_address
-        && onchain.signer == state.client_public_key.address()
         && Some(onchain.deposit) == state.deposit().map(|d| d.0)
         && onchain.expires_at == stored.expires_at
 }

@@ -5,8 +5,8 @@ use super::{refused, reply};
 use crate::state::AppState;
 use crate::store::OpenState;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use tollstream_chain::{ChainError, ChannelStatus as OnChainStatus};
-use tollstream_protocol::{ChannelState, ErrorCode, ProtocolError, U256, check_opening_state};
+use tollstream_chain::{ChainError, ChannelStatus as OnChainStatus, OnChainChannel};
+use tollstream_protocol::{Address, ChannelState, ErrorCode, ProtocolError, U256, check_opening_state};
 
 pub async fn handle(
     socket: SocketRef,
@@ -71,29 +71,67 @@ async fn new_channel(
             return Err(refused(ErrorCode::ChannelNotOpen, "the channel is already closed or refunded"));
         }
     }
-    if onchain.payee != state.wallet.address() {
+    accept(state, &opening, &onchain).await
+}
+
+/// Checks the registry's channel against the announced opening state and,
+/// when it is the channel announced, stores it: the part of `newChannel`
+/// that `openChannel` shares once its open is mined.
+pub(super) async fn accept(
+    state: &AppState,
+    opening: &ChannelState,
+    onchain: &OnChainChannel,
+) -> Result<Option<ChannelState>, ProtocolError> {
+    check_terms(state, opening, onchain).await?;
+    // Accepted at once; until its open is deep enough, the streaming loop
+    // sells at most `--unconfirmed-windows` windows on it.
+    let (open, block) =
+        state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
+    let settle_by = crate::settle::settle_by(onchain.expires_at, state.settle_margin);
+    let stored = state.store.insert_channel(opening, onchain.expires_at, settle_by, open, block).await?;
+    state.opens.track(opening.channel_id, stored.open_state, stored.open_block);
+    tracing::info!(
+        channel = %opening.channel_id,
+        client = %opening.client_public_key,
+        deposit = %opening.client_balance,
+        expires_at = onchain.expires_at,
+        open = open.as_str(),
+        "channel announced"
+    );
+    super::latest_view(state, stored).await
+}
+
+/// The terms of `onchain` that make it a channel this server sells on:
+/// its token, payee and signer, deposit, expiry and client.
+async fn check_terms(state: &AppState, opening: &ChannelState, onchain: &OnChainChannel) -> Result<(), ProtocolError> {
+    let info = &state.info;
+    if onchain.token != info.token {
         return Err(refused(
-            ErrorCode::WrongPayee,
-            format!("the channel pays {}, not this server", onchain.payee.to_checksum(None)),
+            ErrorCode::BadDeposit,
+            format!(
+                "the channel holds token {}, but this server sells for {} ({})",
+                onchain.token.to_checksum(None),
+                info.token_symbol,
+                info.token.to_checksum(None)
+            ),
         ));
     }
-    if onchain.signer != opening.client_public_key.address() {
-        return Err(refused(
-            ErrorCode::InvalidSignature,
-            "the channel's signer on chain is not the address of client_public_key",
-        ));
+    let payee = state.wallet.address();
+    let signer = opening.client_public_key.address();
+    if !onchain.is_for(payee, signer) {
+        return Err(terms_mismatch(state, opening, payee).await);
     }
     if onchain.deposit != opening.client_balance.0 {
         return Err(refused(
             ErrorCode::BadDeposit,
-            format!("the channel holds {} wei, not client_balance {}", onchain.deposit, opening.client_balance),
+            format!("the channel holds {} units, not client_balance {}", onchain.deposit, opening.client_balance),
         ));
     }
     let price = state.window_price.0;
     if price.is_zero() || onchain.deposit.is_zero() || onchain.deposit % price != U256::ZERO {
         return Err(refused(
             ErrorCode::BadDeposit,
-            format!("the deposit must be a whole positive number of windows of {price} wei"),
+            format!("the deposit must be a whole positive number of windows of {price} units"),
         ));
     }
     let now = state.clock.now().map_err(ProtocolError::from)?;
@@ -106,23 +144,26 @@ async fn new_channel(
     if onchain.client != opening.client_wallet_address {
         return Err(ProtocolError::bad_request("the channel was not opened by client_wallet_address"));
     }
+    Ok(())
+}
 
-    // Accepted at once; until its open is deep enough, the streaming loop
-    // sells at most `--unconfirmed-windows` windows on it.
-    let (open, block) =
-        state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
-    let settle_by = crate::settle::settle_by(onchain.expires_at, state.settle_margin);
-    let stored = state.store.insert_channel(&opening, onchain.expires_at, settle_by, open, block).await?;
-    state.opens.track(opening.channel_id, stored.open_state, stored.open_block);
-    tracing::info!(
-        channel = %opening.channel_id,
-        client = %opening.client_public_key,
-        deposit = %opening.client_balance,
-        expires_at = onchain.expires_at,
-        open = open.as_str(),
-        "channel announced"
-    );
-    super::latest_view(state, stored).await
+/// The registry keeps only a commitment to payee and signer; the `Opened`
+/// event says which of the two differs. Without the event (older than the
+/// log range, or the chain cannot say) the answer is `wrong_payee`, the
+/// one a client can act on by asking this server's terms again.
+async fn terms_mismatch(state: &AppState, opening: &ChannelState, payee: Address) -> ProtocolError {
+    let head = state.chain.head().await.map(|h| h.number).unwrap_or_default();
+    let from = head.saturating_add(1).saturating_sub(state.log_range_blocks);
+    match state.chain.opened_terms(opening.channel_id, from, head).await {
+        Ok(Some((opened_payee, _))) if opened_payee != payee => refused(
+            ErrorCode::WrongPayee,
+            format!("the channel pays {}, not this server", opened_payee.to_checksum(None)),
+        ),
+        Ok(Some(_)) => {
+            refused(ErrorCode::InvalidSignature, "the channel's signer on chain is not the address of client_public_key")
+        }
+        _ => refused(ErrorCode::WrongPayee, "the channel is not for this server's payee and client_public_key"),
+    }
 }
 
 fn unknown_channel() -> ProtocolError {
