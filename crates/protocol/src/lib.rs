@@ -14,9 +14,12 @@
 //! - [`messages`]: every event's payload and the event names.
 //! - [`eip712`]: the domain and the `ChannelState` / `Play` structs.
 //! - [`signing`]: local keys and signer recovery on libsecp256k1.
-//! - [`successor`]: the opening-state rule, the successor rule, `play`
-//!   authentication.
+//! - [`successor`]: the opening-state rule (also of a gasless
+//!   `openChannel`), the successor rule, `play` authentication.
 //! - [`channel_id`]: how the contract derives a channel's id.
+//! - [`token`]: token deposits: the token's EIP-712 domain, the EIP-3009
+//!   authorization of a gasless open and its nonce, EIP-2612 permits, and
+//!   token amounts and hourly prices for people.
 
 pub mod channel_id;
 pub mod eip712;
@@ -26,6 +29,7 @@ pub mod messages;
 pub mod signing;
 pub mod state;
 pub mod successor;
+pub mod token;
 
 pub use alloy_primitives::{Address, B128, B256, U256};
 pub use eip712::ChannelDomain;
@@ -34,4 +38,5 @@ pub use error::{ErrorCode, ProtocolError};
 pub use messages::*;
 pub use signing::SigningKey;
 pub use state::ChannelState;
-pub use successor::{check_opening_state, check_successor, verify_play, verify_state_signature};
+pub use successor::{check_open_channel, check_opening_state, check_successor, verify_play, verify_state_signature};
+pub use token::{Authorization, TokenSigningDomain, authorization_nonce, format_amount, format_price_per_hour};

@@ -14,6 +14,8 @@ pub mod event {
     pub const PUBLIC_KEY: &str = "publicKey";
     pub const LATEST_STATE: &str = "latestState";
     pub const NEW_CHANNEL: &str = "newChannel";
+    /// 1.1: a gasless open, with the server sending the transaction.
+    pub const OPEN_CHANNEL: &str = "openChannel";
     pub const PLAY: &str = "play";
     pub const PAY: &str = "pay";
     pub const SECRET: &str = "secret";
@@ -107,6 +109,50 @@ pub const NATIVE_DECIMALS: u8 = 18;
 pub struct TokenDomain {
     pub name: String,
     pub version: String,
+}
+
+/// The `openChannel` request (1.1): a channel the server opens on chain
+/// for the client with the client's EIP-3009 authorization, paying the gas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenChannelRequest {
+    /// The first state of the channel, exactly as `newChannel` sends it.
+    pub state: ChannelState,
+    /// The channel's expiry (unix seconds), an argument of the open and
+    /// part of the authorization's nonce.
+    #[serde(with = "unix_time")]
+    pub expires_at: u64,
+    /// The salt of the channel id and of the authorization's nonce.
+    #[serde(with = "hex_bytes")]
+    pub salt: B256,
+    pub authorization: OpenAuthorization,
+}
+
+/// The client wallet's EIP-3009 `ReceiveWithAuthorization` of an
+/// `openChannel`; its other terms follow from the request (see
+/// `successor::check_open_channel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAuthorization {
+    /// Valid strictly after this time (unix seconds); clients send 0.
+    #[serde(with = "unix_time")]
+    pub valid_after: u64,
+    /// Valid strictly before this time (unix seconds).
+    #[serde(with = "unix_time")]
+    pub valid_before: u64,
+    /// `r ‖ s ‖ v` by `client_wallet_address` in the token's domain.
+    pub signature: Signature,
+}
+
+/// How long an `openChannel` authorization must stay valid after the
+/// server checks it, so its transaction has time to be mined.
+pub const OPEN_AUTHORIZATION_MIN_VALIDITY_SECONDS: u64 = 60;
+
+impl OpenAuthorization {
+    /// Whether the server may use the authorization at chain time `now`:
+    /// valid already and for [`OPEN_AUTHORIZATION_MIN_VALIDITY_SECONDS`]
+    /// more (PROTOCOL.md: `valid_after` < now, `valid_before` ≥ now + 60).
+    pub fn is_usable_at(&self, now: u64) -> bool {
+        self.valid_after < now && now.saturating_add(OPEN_AUTHORIZATION_MIN_VALIDITY_SECONDS) <= self.valid_before
+    }
 }
 
 /// One stream the server sells.
@@ -232,6 +278,26 @@ pub mod seconds {
         let value = f64::deserialize(deserializer)?;
         if !(value.is_finite() && value > 0.0) {
             return Err(D::Error::custom("seconds must be a positive number"));
+        }
+        Ok(value)
+    }
+}
+
+/// Serde for times (unix seconds): a JSON integer in `0..=2^53 − 1`, safe
+/// in JavaScript.
+pub mod unix_time {
+    use super::*;
+    use crate::encoding::MAX_SEQUENCE;
+
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let value =
+            u64::deserialize(deserializer).map_err(|_| D::Error::custom("time must be a non-negative JSON integer"))?;
+        if value > MAX_SEQUENCE {
+            return Err(D::Error::custom(format!("time {value} exceeds 2^53 - 1")));
         }
         Ok(value)
     }
@@ -437,6 +503,81 @@ mod tests {
         let decoded: Secret = crate::encoding::decode(old.clone()).unwrap();
         assert_eq!(decoded.channel_id, None);
         assert_eq!(serde_json::to_value(&decoded).unwrap(), old);
+    }
+
+    fn open_channel_wire() -> serde_json::Value {
+        let state = json!({
+            "channel_id": format!("0x{}", "11".repeat(32)),
+            "channel_address": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "client_wallet_address": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+            "client_public_key": "0x0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+            "client_balance": "600000", "server_balance": "0", "client_sequence_number": 0,
+            "client_signature": format!("0x{}1b", "22".repeat(64)),
+        });
+        json!({"state": state, "expires_at": 1_767_225_600u64, "salt": format!("0x{}", "33".repeat(32)),
+            "authorization": {"valid_after": 0, "valid_before": 1_767_225_600u64,
+                "signature": format!("0x{}1c", "44".repeat(64))}})
+    }
+
+    #[test]
+    fn open_channel_request_matches_the_wire_form() {
+        let wire = open_channel_wire();
+        let request: OpenChannelRequest = crate::encoding::decode(wire.clone()).unwrap();
+        assert_eq!(request.expires_at, 1_767_225_600);
+        assert_eq!(request.salt, B256::repeat_byte(0x33));
+        assert_eq!(request.authorization.valid_before, 1_767_225_600);
+        assert_eq!(request.authorization.signature.0[64], 28);
+        assert_eq!(serde_json::to_value(&request).unwrap(), wire);
+        // Unknown fields are ignored, as everywhere.
+        let mut extra = wire;
+        extra["note"] = json!("hi");
+        extra["authorization"]["extra"] = json!(1);
+        assert_eq!(crate::encoding::decode::<OpenChannelRequest>(extra).unwrap(), request);
+    }
+
+    #[test]
+    fn malformed_open_channel_requests_are_bad_requests_naming_the_field() {
+        let cases: [(&[&str], serde_json::Value); 8] = [
+            (&["expires_at"], json!(9_007_199_254_740_992u64)),
+            (&["expires_at"], json!("1767225600")),
+            (&["salt"], json!("0x1234")),
+            (&["authorization", "valid_after"], json!(-1)),
+            (&["authorization", "valid_before"], json!(1.5)),
+            (&["authorization", "signature"], json!(format!("0x{}", "44".repeat(64)))),
+            (&["state", "client_balance"], json!(600_000)),
+            (&["authorization"], json!(null)),
+        ];
+        for (path, value) in cases {
+            let mut wire = open_channel_wire();
+            let (last, parents) = path.split_last().unwrap();
+            let mut target = &mut wire;
+            for parent in parents {
+                target = &mut target[*parent];
+            }
+            target[*last] = value;
+            let error = crate::encoding::decode::<OpenChannelRequest>(wire).unwrap_err();
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.starts_with(&path.join(".")), "{path:?}: {error}");
+        }
+        let mut wire = open_channel_wire();
+        wire.as_object_mut().unwrap().remove("salt");
+        assert!(crate::encoding::decode::<OpenChannelRequest>(wire).unwrap_err().message.contains("salt"));
+        // The largest safe time is accepted.
+        let mut wire = open_channel_wire();
+        wire["expires_at"] = json!(crate::encoding::MAX_SEQUENCE);
+        assert_eq!(crate::encoding::decode::<OpenChannelRequest>(wire).unwrap().expires_at, (1 << 53) - 1);
+    }
+
+    #[test]
+    fn an_authorization_is_usable_while_valid_for_another_minute() {
+        let authorization = OpenAuthorization { valid_after: 100, valid_before: 1_000, signature: Signature([0; 65]) };
+        assert!(!authorization.is_usable_at(100));
+        assert!(authorization.is_usable_at(101));
+        assert!(authorization.is_usable_at(940));
+        assert!(!authorization.is_usable_at(941));
+        let forever = OpenAuthorization { valid_after: 0, valid_before: u64::MAX, ..authorization };
+        assert!(forever.is_usable_at(u64::MAX - 60));
+        assert!(!forever.is_usable_at(0));
     }
 
     #[test]

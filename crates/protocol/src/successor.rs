@@ -1,16 +1,19 @@
 //! The rules that decide whether a state is money the server can collect:
-//! the opening state of a channel, the exact successor of a stored state,
-//! and the `Play` authentication.
+//! the opening state of a channel (and of a gasless `openChannel`), the
+//! exact successor of a stored state, and the `Play` authentication.
 //!
 //! Each check is a pure function returning the protocol's error code, so
 //! the server and any client agree on why a state was refused.
 
+use crate::channel_id::channel_id;
 use crate::eip712::{ChannelDomain, Play};
 use crate::encoding::{Amount, MAX_SEQUENCE, PublicKey, Signature};
 use crate::error::{ErrorCode, ProtocolError};
+use crate::messages::OpenChannelRequest;
 use crate::signing::recover;
 use crate::state::ChannelState;
-use alloy_primitives::B256;
+use crate::token::{Authorization, TokenSigningDomain, authorization_nonce};
+use alloy_primitives::{Address, B256};
 
 /// Checks that `state` is signed by its own `client_public_key` under
 /// `domain`.
@@ -53,6 +56,51 @@ pub fn check_opening_state(state: &ChannelState, domain: &ChannelDomain) -> Resu
         return Err(ProtocolError::new(ErrorCode::BadDeposit, "the channel holds no deposit"));
     }
     verify_state_signature(state, domain)
+}
+
+/// The authorization terms an `openChannel` request must have been signed
+/// for: from the client wallet to the registry, the deposit, with the
+/// nonce of the channel's terms (`payee`, the address of
+/// `client_public_key` as signer, `expires_at`, `salt`).
+pub fn open_channel_authorization(request: &OpenChannelRequest, payee: Address) -> Authorization {
+    let state = &request.state;
+    Authorization {
+        from: state.client_wallet_address,
+        to: state.channel_address,
+        value: state.client_balance.0,
+        valid_after: request.authorization.valid_after,
+        valid_before: request.authorization.valid_before,
+        nonce: authorization_nonce(payee, state.client_public_key.address(), request.expires_at, request.salt),
+    }
+}
+
+/// Checks an `openChannel` request as far as it can without the chain or
+/// a clock: the state is an opening state ([`check_opening_state`]), its
+/// `channel_id` is the one the registry will assign for `payee` and the
+/// request's `salt`, and the authorization is the client wallet's for
+/// exactly these terms in the token's `token_domain`. Whether it is valid
+/// now (`OpenAuthorization::is_usable_at`), unused, funded, and the
+/// channel's expiry, are the server's to check against the chain.
+///
+/// # Errors
+/// Those of [`check_opening_state`]; `bad_request` for a wrong
+/// `channel_id`; `invalid_signature` for an authorization that is not the
+/// client wallet's for these terms.
+pub fn check_open_channel(
+    request: &OpenChannelRequest,
+    payee: Address,
+    domain: &ChannelDomain,
+    token_domain: &TokenSigningDomain,
+) -> Result<(), ProtocolError> {
+    let state = &request.state;
+    check_opening_state(state, domain)?;
+    let expected = channel_id(state.client_wallet_address, payee, request.salt);
+    if state.channel_id != expected {
+        return Err(ProtocolError::bad_request(format!(
+            "channel_id must be keccak256(abi.encode(client_wallet_address, payee, salt)) = {expected:#x}"
+        )));
+    }
+    open_channel_authorization(request, payee).verify(token_domain, &request.authorization.signature)
 }
 
 /// The successor rule: `next` is accepted as the payment of `amount` after
@@ -124,8 +172,135 @@ pub fn play_signing_hash(domain: &ChannelDomain, channel_id: B256, session: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::OpenAuthorization;
     use crate::signing::SigningKey;
-    use alloy_primitives::Address;
+    use alloy_primitives::U256;
+
+    struct Open {
+        domain: ChannelDomain,
+        token: TokenSigningDomain,
+        payee: Address,
+        wallet: SigningKey,
+        session: SigningKey,
+    }
+
+    impl Open {
+        fn new() -> Self {
+            Open {
+                domain: ChannelDomain::new(31337, Address::repeat_byte(0x5f)),
+                token: TokenSigningDomain::new("Tollstream Test Dollar", "1", 31337, Address::repeat_byte(0xe7)),
+                payee: Address::repeat_byte(0x70),
+                wallet: SigningKey::from_bytes([4; 32]).unwrap(),
+                session: SigningKey::from_bytes([5; 32]).unwrap(),
+            }
+        }
+
+        /// A request signed for exactly its terms, with `edit` applied to
+        /// the authorization's terms before the wallet signs them.
+        fn request_signing(&self, edit: impl FnOnce(&mut Authorization)) -> OpenChannelRequest {
+            let salt = B256::repeat_byte(0x53);
+            let mut state = ChannelState {
+                channel_id: channel_id(self.wallet.address(), self.payee, salt),
+                channel_address: self.domain.contract,
+                client_wallet_address: self.wallet.address(),
+                client_public_key: self.session.public_key(),
+                client_balance: Amount::from(600_000),
+                server_balance: Amount::ZERO,
+                client_sequence_number: 0,
+                client_signature: Signature([0; 65]),
+            };
+            state.sign(&self.domain, &self.session);
+            let mut request = OpenChannelRequest {
+                state,
+                expires_at: 1_767_225_600,
+                salt,
+                authorization: OpenAuthorization {
+                    valid_after: 0,
+                    valid_before: 1_767_225_600,
+                    signature: Signature([0; 65]),
+                },
+            };
+            let mut terms = open_channel_authorization(&request, self.payee);
+            edit(&mut terms);
+            request.authorization.signature = terms.sign(&self.token, &self.wallet);
+            request
+        }
+
+        fn check(&self, request: &OpenChannelRequest) -> Result<(), ProtocolError> {
+            check_open_channel(request, self.payee, &self.domain, &self.token)
+        }
+    }
+
+    #[test]
+    fn an_open_channel_request_for_its_own_terms_passes() {
+        let open = Open::new();
+        let request = open.request_signing(|_| {});
+        open.check(&request).unwrap();
+        assert_eq!(open_channel_authorization(&request, open.payee).from, open.wallet.address());
+    }
+
+    #[test]
+    fn an_open_channel_request_for_another_channel_id_is_a_bad_request() {
+        let open = Open::new();
+        let mut request = open.request_signing(|_| {});
+        request.state.channel_id = channel_id(open.session.address(), open.payee, request.salt);
+        request.state.sign(&open.domain, &open.session);
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::BadRequest);
+        // Another server as payee derives another id too.
+        let request = open.request_signing(|_| {});
+        let error = check_open_channel(&request, Address::repeat_byte(0x71), &open.domain, &open.token).unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn an_open_channel_request_runs_the_opening_state_checks() {
+        let open = Open::new();
+        let mut request = open.request_signing(|_| {});
+        request.state.client_signature.0[10] ^= 1;
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::InvalidSignature);
+        let mut request = open.request_signing(|_| {});
+        request.state.client_sequence_number = 1;
+        request.state.sign(&open.domain, &open.session);
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn an_authorization_for_other_terms_is_an_invalid_signature() {
+        let open = Open::new();
+        type Edit = fn(&mut Authorization);
+        let refusals: [(&str, Edit); 6] = [
+            ("value", |terms| terms.value += U256::from(1)),
+            ("to", |terms| terms.to = Address::repeat_byte(0x99)),
+            ("from", |terms| terms.from = Address::repeat_byte(0x98)),
+            ("valid_before", |terms| terms.valid_before += 1),
+            ("nonce of other terms", |terms| {
+                terms.nonce = authorization_nonce(Address::ZERO, Address::ZERO, 1, B256::ZERO)
+            }),
+            ("nonce of the wallet as signer", |terms| {
+                let wallet = SigningKey::from_bytes([4; 32]).unwrap().address();
+                terms.nonce =
+                    authorization_nonce(Address::repeat_byte(0x70), wallet, 1_767_225_600, B256::repeat_byte(0x53));
+            }),
+        ];
+        for (what, edit) in refusals {
+            let request = open.request_signing(edit);
+            assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::InvalidSignature, "{what}");
+        }
+        // The same terms signed by the session key, not the wallet.
+        let mut request = open.request_signing(|_| {});
+        request.authorization.signature =
+            open_channel_authorization(&request, open.payee).sign(&open.token, &open.session);
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::InvalidSignature);
+        // Signed in another token's domain.
+        let request = open.request_signing(|_| {});
+        let other = TokenSigningDomain::new("USD Coin", "2", 31337, open.token.token());
+        let error = check_open_channel(&request, open.payee, &open.domain, &other).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidSignature);
+        // A changed expiry after signing changes the nonce.
+        let mut request = open.request_signing(|_| {});
+        request.expires_at += 1;
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::InvalidSignature);
+    }
 
     /// Found by the `successor` fuzz target: `prev` at `u64::MAX` overflowed
     /// the expected sequence number instead of being refused.
