@@ -1,6 +1,8 @@
 // Generates tests/vectors/eip712.json: EIP-712 test vectors for the Tollstream
-// protocol (ChannelState and Play messages, domain separators, channel ids),
-// computed with viem. viem is an implementation independent of the project's
+// protocol (ChannelState and Play messages, domain separators, channel ids;
+// for token channels the token's own domain, EIP-3009 ReceiveWithAuthorization,
+// the registry's authorization nonce, whole openChannel requests, and EIP-2612
+// Permit), computed with viem. viem is an implementation independent of the project's
 // Rust code, so the Rust tests can check their hashing, signing and signature
 // encoding against these vectors byte for byte.
 //
@@ -75,6 +77,33 @@ const STATE_TYPEHASH = keccak256(
 );
 const PLAY_TYPEHASH = keccak256(utf8('Play(bytes32 channelId,string session)'));
 
+// The token's own EIP-712 types (contracts/ERC3009.sol and OpenZeppelin's
+// ERC20Permit).
+const TOKEN_TYPES = {
+  EIP712Domain: TYPES.EIP712Domain,
+  ReceiveWithAuthorization: [
+    { name: 'from', type: 'address' },
+    { name: 'to', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'validAfter', type: 'uint256' },
+    { name: 'validBefore', type: 'uint256' },
+    { name: 'nonce', type: 'bytes32' },
+  ],
+  Permit: [
+    { name: 'owner', type: 'address' },
+    { name: 'spender', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'nonce', type: 'uint256' },
+    { name: 'deadline', type: 'uint256' },
+  ],
+};
+const RECEIVE_TYPEHASH = keccak256(
+  utf8('ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)'),
+);
+const PERMIT_TYPEHASH = keccak256(
+  utf8('Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)'),
+);
+
 // secp256k1 group order; signatures must have s <= N / 2 (the contract's HALF_N).
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 
@@ -141,6 +170,54 @@ const STATES = [
   { key: 2, domain: 1, channel: 2, clientBalance: 0n, serverBalance: 1n, sequence: 1n },
 ];
 
+// Token domains: the test stablecoin (contracts/TestStablecoin.sol) at the
+// second address anvil account 0 deploys to, and USDC's own domain on mainnet,
+// so every field varies. Each pairs with the channel domain of its chain.
+const TOKEN_DOMAINS = [
+  { name: 'Tollstream Test Dollar', version: '1', chainId: 31337, verifyingContract: '0xe7f1725e7734ce288f8367e1bb143e90bb3f0512' },
+  { name: 'USD Coin', version: '2', chainId: 1, verifyingContract: '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48' },
+];
+
+const MAX_UINT64 = 2n ** 64n - 1n;
+const MAX_SAFE = 9_007_199_254_740_991n;
+
+// The registry's EIP-3009 nonce of a gasless open:
+// keccak256(abi.encode(address payee, address signer, uint64 expiresAt, bytes32 salt)).
+// `payee` and `signer` are key indexes.
+const NONCES = [
+  { payee: 1, signer: 4, expiresAt: 1_767_225_600n, salt: CHANNELS[3].salt },
+  { payee: 0, signer: 1, expiresAt: 0n, salt: CHANNELS[1].salt },
+  { payee: 2, signer: 3, expiresAt: MAX_UINT64, salt: CHANNELS[2].salt },
+];
+
+// Whole openChannel requests: the client `wallet` authorizes the registry (the
+// channel domain's contract) to pull `deposit`; the `session` key signs the
+// opening state. Key indexes throughout.
+const OPENS = [
+  {
+    wallet: 0, session: 4, payee: 1, tokenDomain: 0, domain: 0, deposit: 600_000n,
+    expiresAt: 1_767_225_600n, salt: CHANNELS[3].salt, validAfter: 0n, validBefore: 1_767_225_600n,
+  },
+  // The largest safe times and the smallest deposit.
+  {
+    wallet: 2, session: 3, payee: 1, tokenDomain: 0, domain: 0, deposit: 1n,
+    expiresAt: MAX_SAFE, salt: CHANNELS[2].salt, validAfter: 1n, validBefore: MAX_SAFE,
+  },
+  // The wallet's own key as the session key, the largest deposit, mainnet.
+  {
+    wallet: 1, session: 1, payee: 0, tokenDomain: 1, domain: 1, deposit: maxUint256,
+    expiresAt: 1_800_000_000n, salt: CHANNELS[0].salt, validAfter: 0n, validBefore: 1_799_999_999n,
+  },
+];
+
+// EIP-2612 permits for openWithPermit: `owner` (a key index) approves the
+// registry of the token's chain.
+const PERMITS = [
+  { owner: 0, tokenDomain: 0, domain: 0, value: 600_000n, nonce: 0n, deadline: 1_767_225_600n },
+  { owner: 3, tokenDomain: 1, domain: 1, value: maxUint256, nonce: 7n, deadline: maxUint256 },
+  { owner: 4, tokenDomain: 0, domain: 0, value: 0n, nonce: maxUint256, deadline: 0n },
+];
+
 const LONG_SESSION = 'tollstream-session-'.repeat(11).slice(0, 200);
 
 const PLAYS = [
@@ -160,6 +237,22 @@ const PLAYS = [
 
 function assert(condition, message) {
   if (!condition) throw new Error(`make-vectors: ${message}`);
+}
+
+/** Builds the viem domain object for TOKEN_DOMAINS[index]. */
+function viemTokenDomain(index) {
+  const { name, version, chainId, verifyingContract } = TOKEN_DOMAINS[index];
+  return { name, version, chainId, verifyingContract: getAddress(verifyingContract) };
+}
+
+/** keccak256(abi.encode(address payee, address signer, uint64 expiresAt, bytes32 salt)). */
+function authorizationNonce(payee, signer, expiresAt, salt) {
+  return keccak256(
+    encodeAbiParameters(
+      [{ type: 'address' }, { type: 'address' }, { type: 'uint64' }, { type: 'bytes32' }],
+      [payee, signer, expiresAt, salt],
+    ),
+  );
 }
 
 /** Builds the viem domain object for DOMAINS[index]. */
@@ -322,6 +415,144 @@ async function buildVectors() {
     });
   }
 
+  const tokenDomains = TOKEN_DOMAINS.map((_, i) => {
+    const domain = viemTokenDomain(i);
+    const separator = hashDomain({ domain, types: { EIP712Domain: TOKEN_TYPES.EIP712Domain } });
+    // Cross-check against OpenZeppelin's EIP712._buildDomainSeparator.
+    const expected = keccak256(
+      encodeAbiParameters(
+        [{ type: 'bytes32' }, { type: 'bytes32' }, { type: 'bytes32' }, { type: 'uint256' }, { type: 'address' }],
+        [DOMAIN_TYPEHASH, keccak256(utf8(domain.name)), keccak256(utf8(domain.version)), BigInt(domain.chainId), domain.verifyingContract],
+      ),
+    );
+    assert(separator === expected, `token domain ${i} separator mismatch`);
+    return {
+      name: domain.name,
+      version: domain.version,
+      chain_id: domain.chainId,
+      verifying_contract: domain.verifyingContract,
+      separator,
+    };
+  });
+
+  const nonces = NONCES.map(({ payee, signer, expiresAt, salt }) => ({
+    payee: keys[payee].address,
+    signer: keys[signer].address,
+    // A string: uint64 expiries beyond 2^53 - 1 are not safe JSON numbers.
+    expires_at: decimal(expiresAt),
+    salt,
+    nonce: authorizationNonce(keys[payee].address, keys[signer].address, expiresAt, salt),
+  }));
+
+  const opens = [];
+  for (const spec of OPENS) {
+    const { wallet, session, payee, tokenDomain: tokenIndex, domain: domainIndex, deposit, expiresAt, salt } = spec;
+    const tokenDomain = viemTokenDomain(tokenIndex);
+    const domain = viemDomain(domainIndex);
+    assert(tokenDomain.chainId === domain.chainId, 'an open pairs a token and a registry of one chain');
+    const walletAddress = keys[wallet].address;
+    const payeeAddress = keys[payee].address;
+    const channelId = keccak256(
+      encodeAbiParameters([{ type: 'address' }, { type: 'address' }, { type: 'bytes32' }], [walletAddress, payeeAddress, salt]),
+    );
+    const nonce = authorizationNonce(payeeAddress, keys[session].address, expiresAt, salt);
+    const message = {
+      from: walletAddress,
+      to: domain.verifyingContract,
+      value: deposit,
+      validAfter: spec.validAfter,
+      validBefore: spec.validBefore,
+      nonce,
+    };
+    const typedData = { domain: tokenDomain, types: TOKEN_TYPES, primaryType: 'ReceiveWithAuthorization', message };
+    const structHash = hashStruct({ data: message, primaryType: 'ReceiveWithAuthorization', types: TOKEN_TYPES });
+    // Cross-check against contracts/ERC3009.sol's abi.encode in _authorize.
+    const expectedStructHash = keccak256(
+      encodeAbiParameters(
+        [{ type: 'bytes32' }, { type: 'address' }, { type: 'address' }, { type: 'uint256' }, { type: 'uint256' }, { type: 'uint256' }, { type: 'bytes32' }],
+        [RECEIVE_TYPEHASH, message.from, message.to, message.value, message.validAfter, message.validBefore, nonce],
+      ),
+    );
+    assert(structHash === expectedStructHash, `authorization struct hash mismatch for ${JSON.stringify(decimalSpec(spec))}`);
+    const digest = hashTypedData(typedData);
+    checkDigest({ digest, separator: tokenDomains[tokenIndex].separator, structHash });
+    const signature = await accounts[wallet].signTypedData(typedData);
+    await checkSignature({ signature, address: walletAddress, typedData });
+
+    // The opening state, signed by the session key in the registry's domain.
+    const stateMessage = { channelId, clientBalance: deposit, serverBalance: 0n, sequenceNumber: 0n, isFinal: false };
+    const stateTypedData = { domain, types: TYPES, primaryType: 'ChannelState', message: stateMessage };
+    const stateSignature = await accounts[session].signTypedData(stateTypedData);
+    await checkSignature({ signature: stateSignature, address: keys[session].address, typedData: stateTypedData });
+
+    for (const time of [expiresAt, spec.validAfter, spec.validBefore]) {
+      assert(time <= MAX_SAFE, 'times must be safe JSON integers');
+    }
+    opens.push({
+      token_domain_index: tokenIndex,
+      domain_index: domainIndex,
+      wallet_key_index: wallet,
+      session_key_index: session,
+      payee: payeeAddress,
+      channel_id: channelId,
+      nonce,
+      struct_hash: structHash,
+      digest,
+      request: {
+        state: {
+          channel_id: channelId,
+          channel_address: domain.verifyingContract,
+          client_wallet_address: walletAddress,
+          client_public_key: keys[session].public_key,
+          client_balance: decimal(deposit),
+          server_balance: '0',
+          client_sequence_number: 0,
+          client_signature: stateSignature,
+        },
+        expires_at: Number(expiresAt),
+        salt,
+        authorization: {
+          valid_after: Number(spec.validAfter),
+          valid_before: Number(spec.validBefore),
+          signature,
+        },
+      },
+    });
+  }
+
+  const permits = [];
+  for (const spec of PERMITS) {
+    const { owner, tokenDomain: tokenIndex, domain: domainIndex, value, nonce, deadline } = spec;
+    const tokenDomain = viemTokenDomain(tokenIndex);
+    const message = { owner: keys[owner].address, spender: viemDomain(domainIndex).verifyingContract, value, nonce, deadline };
+    const typedData = { domain: tokenDomain, types: TOKEN_TYPES, primaryType: 'Permit', message };
+    const structHash = hashStruct({ data: message, primaryType: 'Permit', types: TOKEN_TYPES });
+    // Cross-check against OpenZeppelin's ERC20Permit.permit.
+    const expectedStructHash = keccak256(
+      encodeAbiParameters(
+        [{ type: 'bytes32' }, { type: 'address' }, { type: 'address' }, { type: 'uint256' }, { type: 'uint256' }, { type: 'uint256' }],
+        [PERMIT_TYPEHASH, message.owner, message.spender, value, nonce, deadline],
+      ),
+    );
+    assert(structHash === expectedStructHash, `permit struct hash mismatch for ${JSON.stringify(decimalSpec(spec))}`);
+    const digest = hashTypedData(typedData);
+    checkDigest({ digest, separator: tokenDomains[tokenIndex].separator, structHash });
+    const signature = await accounts[owner].signTypedData(typedData);
+    await checkSignature({ signature, address: message.owner, typedData });
+    permits.push({
+      key_index: owner,
+      token_domain_index: tokenIndex,
+      owner: message.owner,
+      spender: message.spender,
+      value: decimal(value),
+      nonce: decimal(nonce),
+      deadline: decimal(deadline),
+      struct_hash: structHash,
+      digest,
+      signature,
+    });
+  }
+
   return {
     generator: `viem ${viemPackage.version}`,
     keys,
@@ -329,6 +560,10 @@ async function buildVectors() {
     states,
     plays,
     channel_ids: channelIds,
+    token_domains: tokenDomains,
+    authorization_nonces: nonces,
+    open_channels: opens,
+    permits,
   };
 }
 
