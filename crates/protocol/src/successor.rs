@@ -83,8 +83,8 @@ pub fn open_channel_authorization(request: &OpenChannelRequest, payee: Address) 
 /// channel's expiry, are the server's to check against the chain.
 ///
 /// # Errors
-/// Those of [`check_opening_state`]; `bad_request` for a wrong
-/// `channel_id`; `invalid_signature` for an authorization that is not the
+/// `unknown_channel` for a `channel_address` other than `domain`'s; those
+/// of [`check_opening_state`]; `bad_request` for a wrong `channel_id`; `invalid_signature` for an authorization that is not the
 /// client wallet's for these terms.
 pub fn check_open_channel(
     request: &OpenChannelRequest,
@@ -93,6 +93,14 @@ pub fn check_open_channel(
     token_domain: &TokenSigningDomain,
 ) -> Result<(), ProtocolError> {
     let state = &request.state;
+    // PROTOCOL.md names this case `unknown_channel` for `openChannel`: no
+    // registry there could hold the channel.
+    if state.channel_address != domain.contract {
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownChannel,
+            format!("channel_address must be the server's channel contract {}", domain.contract.to_checksum(None)),
+        ));
+    }
     check_opening_state(state, domain)?;
     let expected = channel_id(state.client_wallet_address, payee, request.salt);
     if state.channel_id != expected {
@@ -262,6 +270,16 @@ mod tests {
         request.state.client_sequence_number = 1;
         request.state.sign(&open.domain, &open.session);
         assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::BadRequest);
+        let mut request = open.request_signing(|_| {});
+        request.state.client_balance = Amount::ZERO;
+        request.state.sign(&open.domain, &open.session);
+        assert_eq!(open.check(&request).unwrap_err().code, ErrorCode::BadDeposit);
+        // Another registry: PROTOCOL.md's `unknown_channel` for openChannel.
+        let other = ChannelDomain::new(31337, Address::repeat_byte(0x5e));
+        let mut request = open.request_signing(|_| {});
+        request.state.sign(&other, &open.session);
+        let error = check_open_channel(&request, open.payee, &other, &open.token).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownChannel);
     }
 
     #[test]
