@@ -7,19 +7,43 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { privateKeyToAccount } from 'viem/accounts';
-import { formatDuration, formatEth, priceFor, purchaseFor } from '../../web/src/format.js';
-import { KeyStore, parseKeyUri } from '../../web/src/keys.js';
-import { Session } from '../../web/src/session.js';
 import {
+  createWalletClient,
+  custom,
+  encodeAbiParameters,
+  getAddress,
+  hashTypedData,
+  keccak256,
+  recoverTypedDataAddress,
+} from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import {
+  formatAmount,
+  formatDuration,
+  formatEth,
+  formatPerHour,
+  formatPerMinute,
+  priceFor,
+  purchaseFor,
+  unitOf,
+} from '../../web/src/format.js';
+import { KeyStore, parseKeyUri } from '../../web/src/keys.js';
+import { OPEN_ACK_TIMEOUT_MS, Session } from '../../web/src/session.js';
+import {
+  authorizationNonce,
+  channelIdOf,
   compressedPublicKey,
   isOwnState,
+  openChannelRequest,
   parseServerInfo,
   parseState,
+  permitTypedData,
+  receiveAuthorization,
   signPlay,
   signState,
   stateToWire,
 } from '../../web/src/protocol.js';
+import { AUTHORIZATION_SECONDS, authorizeOpen } from '../../web/src/token.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../vectors/eip712.json', import.meta.url), 'utf8'));
 
@@ -204,4 +228,349 @@ test('a session ignores secrets of other channels and errors of other clients', 
   assert.deepEqual(ended, ['session_replaced']);
   session.handleError({ code: 'pay_timeout', message: 'x' });
   assert.deepEqual(ended, ['session_replaced', 'pay_timeout']);
+});
+
+// ---------------------------------------------------------------------------
+// Token channels: amounts in the token, and the gasless open.
+// ---------------------------------------------------------------------------
+
+const TUSD = { symbol: 'tUSD', decimals: 6 };
+
+test('token amounts: dollars with at least cents, other tokens with their symbol', () => {
+  const dollars = (units) => formatAmount(BigInt(units), { symbol: 'USDC', decimals: 6 });
+  // The Rust side's format_amount cases (crates/protocol/src/token.rs).
+  assert.equal(dollars(600_000), '$0.60');
+  assert.equal(dollars(1_234_567), '$1.234567');
+  assert.equal(dollars(2_500), '$0.0025');
+  assert.equal(dollars(0), '$0.00');
+  assert.equal(dollars(1), '$0.000001');
+  assert.equal(dollars(5_000_000), '$5.00');
+  assert.equal(dollars(12_345_000_000), '$12345.00');
+  assert.equal(formatAmount(7n, { symbol: 'usd', decimals: 0 }), '$7.00');
+  assert.equal(formatAmount(7n, { symbol: 'tUSD', decimals: 1 }), '$0.70');
+  assert.equal(formatAmount(1_000_000_000n, TUSD), '$1000.00');
+  // Rounded to at most `maxDecimals` places, cents kept.
+  assert.equal(formatAmount(1_234_567n, TUSD, 2), '$1.23');
+  assert.equal(formatAmount(1_235_000n, TUSD, 2), '$1.24');
+  assert.equal(formatAmount(1_000_000n, TUSD, 0), '$1.00');
+  const eth = { symbol: 'ETH', decimals: 18 };
+  assert.equal(formatAmount(250_000_000_000_000n, eth), '0.00025 ETH');
+  assert.equal(formatAmount(10n ** 18n, eth), '1 ETH');
+  assert.equal(formatAmount(1n, eth), '0.000000000000000001 ETH');
+  assert.equal(formatAmount(0n, eth), '0 ETH');
+  assert.equal(formatAmount(1500n, { symbol: '', decimals: 3 }), '1.5');
+  assert.equal(formatAmount(12n, { symbol: 'WEI', decimals: 0 }), '12 WEI');
+  assert.equal(formatEth(123_456_789_000_000n, 8), formatAmount(123_456_789_000_000n, eth, 8));
+});
+
+test('prices per minute and per hour in the server\'s token', () => {
+  // The demo's test dollar: 200 units per second of window.
+  assert.equal(formatPerHour(1_200n, 6, TUSD), '$0.72 per hour');
+  assert.equal(formatPerMinute(1_200n, 6, TUSD), '$0.012 per minute');
+  assert.equal(formatPerHour(10_000n, 60, { symbol: 'USDC', decimals: 6 }), '$0.60 per hour');
+  assert.equal(formatPerHour(1_666n, 10, { symbol: 'USDC', decimals: 6 }), '$0.59976 per hour');
+  // ETH keeps its look: up to 8 decimals, no trailing zeros.
+  const eth = { symbol: 'ETH', decimals: 18 };
+  assert.equal(formatPerHour(1_500_000_000_000n, 6, eth), '0.0009 ETH per hour');
+  assert.equal(formatPerMinute(100_000_000_000_000n, 10, eth), '0.0006 ETH per minute');
+  assert.equal(formatPerHour(1n, 10, eth), '0 ETH per hour');
+  // The unit comes from the server's terms, ETH for a version-1 server.
+  assert.deepEqual(unitOf({ tokenSymbol: 'tUSD', tokenDecimals: 6 }), TUSD);
+});
+
+/** A 1.1 `publicKey` reply of a server selling the test dollar gaslessly. */
+function tokenServerInfo(overrides = {}) {
+  return {
+    public_key: vectors.keys[1].public_key,
+    wallet_address: vectors.keys[1].address,
+    chain_id: 31337,
+    channel_address: vectors.domains[0].verifying_contract,
+    window_seconds: 6,
+    window_price: '1200',
+    min_channel_seconds: 86400,
+    streams: [{ id: 'demo', title: 'Demo', playlist: '/streams/demo/index.m3u8' }],
+    confirmations: 1,
+    unconfirmed_windows: 0,
+    settle_margin_seconds: 3600,
+    pay_timeout_seconds: 10,
+    token: '0xe7f1725e7734ce288f8367e1bb143e90bb3f0512',
+    token_symbol: 'tUSD',
+    token_decimals: 6,
+    gasless_open: true,
+    token_domain: { name: 'Tollstream Test Dollar', version: '1' },
+    ...overrides,
+  };
+}
+
+test('the publicKey reply of a server selling a token', () => {
+  const server = parseServerInfo(tokenServerInfo());
+  assert.equal(server.token, '0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512');
+  assert.deepEqual([server.tokenSymbol, server.tokenDecimals, server.gaslessOpen], ['tUSD', 6, true]);
+  assert.deepEqual(server.tokenDomain, { name: 'Tollstream Test Dollar', version: '1' });
+  // No gasless open: the domain is not used.
+  assert.equal(parseServerInfo(tokenServerInfo({ gasless_open: false })).tokenDomain, null);
+  assert.equal(parseServerInfo(tokenServerInfo({ token_domain: null })).tokenDomain, null);
+  for (const bad of [{ token_domain: { name: 'x' } }, { token_decimals: 256 }, { token_decimals: -1 }]) {
+    assert.throws(() => parseServerInfo(tokenServerInfo(bad)), undefined, JSON.stringify(bad));
+  }
+});
+
+// Written out here, apart from the page's code: the EIP-3009 type as
+// contracts/ERC3009.sol hashes it.
+const RECEIVE_WITH_AUTHORIZATION = [
+  { name: 'from', type: 'address' },
+  { name: 'to', type: 'address' },
+  { name: 'value', type: 'uint256' },
+  { name: 'validAfter', type: 'uint256' },
+  { name: 'validBefore', type: 'uint256' },
+  { name: 'nonce', type: 'bytes32' },
+];
+
+function expectedNonce(payee, signer, expiresAt, salt) {
+  return keccak256(encodeAbiParameters(
+    [{ type: 'address' }, { type: 'address' }, { type: 'uint64' }, { type: 'bytes32' }],
+    [payee, signer, BigInt(expiresAt), salt],
+  ));
+}
+
+/**
+ * The wallet side of a gasless open as the page runs it (wallet.js hands
+ * token.js the same pieces): viem's wallet client with a local key signs,
+ * on a chain whose latest block is at `now`, where the wallet holds
+ * `tokens`. The transport refuses every request: signing with a local key
+ * needs none.
+ */
+function authorizeWith(privateKey, now, tokens) {
+  const account = privateKeyToAccount(privateKey);
+  const transport = custom({ request: async ({ method }) => { throw new Error(`no RPC in this test: ${method}`); } });
+  const chain = { id: 31337, name: 'test', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [] } } };
+  const walletClient = createWalletClient({ account, chain, transport });
+  const publicClient = {
+    getBlock: async () => ({ timestamp: now }),
+    readContract: async ({ functionName, args }) => {
+      assert.deepEqual([functionName, args], ['balanceOf', [account.address]]);
+      return tokens;
+    },
+  };
+  const prompts = [];
+  const authorize = (terms) => authorizeOpen({
+    publicClient,
+    signTypedData: (typedData) => {
+      prompts.push(typedData.primaryType);
+      return walletClient.signTypedData({ account, ...typedData });
+    },
+    from: account.address,
+    ...terms,
+  });
+  return { authorize, prompts };
+}
+
+test('a gasless open signs the authorization the token and the registry expect', async () => {
+  const server = parseServerInfo(tokenServerInfo());
+  const walletKey = vectors.keys[0];
+  const signer = vectors.keys[4].address;
+  const now = 1_767_225_600n;
+  const wallet = authorizeWith(walletKey.private_key, now, 1_000_000_000n);
+  const deposit = 12_000n;
+  const open = await wallet.authorize({ server, signer, deposit, lifetimeSeconds: 172_800 });
+  assert.deepEqual(wallet.prompts, ['ReceiveWithAuthorization'], 'one signature');
+  assert.equal(open.expiresAt, now + 172_800n);
+  assert.equal(open.validAfter, 0n);
+  assert.equal(open.validBefore, now + BigInt(AUTHORIZATION_SECONDS));
+  assert.ok(open.validBefore >= now + 60n, 'valid for at least a minute more');
+  assert.match(open.salt, /^0x[0-9a-f]{64}$/);
+  // The channel id the registry derives, from the wallet, the payee and the salt.
+  assert.equal(open.channelId, keccak256(encodeAbiParameters(
+    [{ type: 'address' }, { type: 'address' }, { type: 'bytes32' }],
+    [walletKey.address, server.payee, open.salt],
+  )));
+  // The signature is the wallet's over exactly the terms the registry
+  // hands the token, in the token's own domain.
+  const typedData = {
+    domain: { name: 'Tollstream Test Dollar', version: '1', chainId: 31337, verifyingContract: server.token },
+    types: { ReceiveWithAuthorization: RECEIVE_WITH_AUTHORIZATION },
+    primaryType: 'ReceiveWithAuthorization',
+    message: {
+      from: walletKey.address,
+      to: server.contract,
+      value: deposit,
+      validAfter: 0n,
+      validBefore: open.validBefore,
+      nonce: expectedNonce(server.payee, signer, open.expiresAt, open.salt),
+    },
+  };
+  assert.equal(await recoverTypedDataAddress({ ...typedData, signature: open.signature }), walletKey.address);
+  assert.equal(open.signature, await privateKeyToAccount(walletKey.private_key).signTypedData(typedData));
+  // Any other term, and the signature is not the wallet's for it.
+  for (const change of [{ value: deposit + 1n }, { to: server.payee }, { validBefore: open.validBefore + 1n },
+    { nonce: expectedNonce(server.payee, signer, open.expiresAt + 1n, open.salt) }]) {
+    const other = { ...typedData, message: { ...typedData.message, ...change } };
+    assert.notEqual(await recoverTypedDataAddress({ ...other, signature: open.signature }), walletKey.address);
+  }
+  // Two purchases never share a salt.
+  const again = await wallet.authorize({ server, signer, deposit, lifetimeSeconds: 172_800 });
+  assert.notEqual(again.salt, open.salt);
+  assert.equal(wallet.prompts.length, 2);
+});
+
+test('a gasless open is refused before any prompt when the wallet lacks the tokens', async () => {
+  const server = parseServerInfo(tokenServerInfo());
+  const wallet = authorizeWith(vectors.keys[0].private_key, 1_767_225_600n, 11_999n);
+  await assert.rejects(wallet.authorize({ server, signer: vectors.keys[4].address, deposit: 12_000n, lifetimeSeconds: 86_400 }),
+    (error) => error.pageCode === 'insufficient_tokens');
+  assert.deepEqual(wallet.prompts, []);
+});
+
+// The project's EIP-3009 and EIP-2612 vectors (tests/js/make-vectors.mjs,
+// computed with viem), when the vector file has them.
+const OPEN_VECTORS = vectors.open_channels ?? [];
+
+test('authorization nonces and channel ids match the vectors', { skip: !vectors.authorization_nonces && 'no nonce vectors' }, () => {
+  for (const v of vectors.authorization_nonces) {
+    assert.equal(authorizationNonce(v.payee, v.signer, BigInt(v.expires_at), v.salt), v.nonce);
+  }
+  for (const v of OPEN_VECTORS) {
+    const wallet = vectors.keys[v.wallet_key_index].address;
+    assert.equal(channelIdOf(wallet, v.payee, v.request.salt), v.channel_id.toLowerCase());
+  }
+});
+
+test('openChannel requests are built and signed as the vectors say', { skip: OPEN_VECTORS.length === 0 && 'no openChannel vectors' }, async () => {
+  for (const v of OPEN_VECTORS) {
+    const tokenDomain = vectors.token_domains[v.token_domain_index];
+    const domain = vectors.domains[v.domain_index];
+    const server = {
+      chainId: domain.chain_id,
+      contract: getAddress(domain.verifying_contract),
+      payee: getAddress(v.payee),
+      token: getAddress(tokenDomain.verifying_contract),
+      tokenDomain: { name: tokenDomain.name, version: tokenDomain.version },
+    };
+    const walletKey = vectors.keys[v.wallet_key_index];
+    const sessionKey = vectors.keys[v.session_key_index];
+    const { request } = v;
+    const expiresAt = BigInt(request.expires_at);
+    const nonce = authorizationNonce(server.payee, privateKeyToAccount(sessionKey.private_key).address, expiresAt, request.salt);
+    assert.equal(nonce, v.nonce);
+    const typedData = receiveAuthorization(server, {
+      from: walletKey.address,
+      value: BigInt(request.state.client_balance),
+      validAfter: BigInt(request.authorization.valid_after),
+      validBefore: BigInt(request.authorization.valid_before),
+      nonce,
+    });
+    assert.equal(hashTypedData(typedData), v.digest);
+    const signature = await privateKeyToAccount(walletKey.private_key).signTypedData(typedData);
+    assert.equal(signature, request.authorization.signature);
+    const opening = await signState(privateKeyToAccount(sessionKey.private_key), server, {
+      channelId: channelIdOf(walletKey.address, server.payee, request.salt),
+      contract: server.contract,
+      wallet: getAddress(walletKey.address),
+      clientPublicKey: sessionKey.public_key,
+      clientBalance: BigInt(request.state.client_balance),
+      serverBalance: 0n,
+      sequence: 0,
+    });
+    const built = openChannelRequest(opening, {
+      expiresAt,
+      salt: request.salt,
+      validAfter: BigInt(request.authorization.valid_after),
+      validBefore: BigInt(request.authorization.valid_before),
+      signature,
+    });
+    assert.deepEqual(built, {
+      ...request,
+      state: { ...request.state, channel_id: request.state.channel_id.toLowerCase() },
+    });
+  }
+});
+
+test('permits are signed as the vectors say', { skip: !vectors.permits && 'no permit vectors' }, async () => {
+  for (const v of vectors.permits) {
+    const t = vectors.token_domains[v.token_domain_index];
+    const domain = { name: t.name, version: t.version, chainId: t.chain_id, verifyingContract: getAddress(t.verifying_contract) };
+    const typedData = permitTypedData(domain, {
+      owner: v.owner, spender: v.spender, value: BigInt(v.value), nonce: BigInt(v.nonce), deadline: BigInt(v.deadline),
+    });
+    assert.equal(hashTypedData(typedData), v.digest);
+    assert.equal(await privateKeyToAccount(vectors.keys[v.key_index].private_key).signTypedData(typedData), v.signature);
+  }
+});
+
+/**
+ * A socket that answers `openChannel` with `answers` in turn: a value is
+ * the ack, `null` an ack that never comes (the timeout fires).
+ */
+function fakeSocket(answers) {
+  const sent = [];
+  return {
+    sent,
+    on() {},
+    timeout(ms) {
+      return {
+        emitWithAck: async (event, data) => {
+          sent.push({ event, data, ms });
+          const answer = answers.shift();
+          if (answer === null) throw new Error('operation has timed out');
+          return typeof answer === 'function' ? answer(data) : answer;
+        },
+      };
+    },
+  };
+}
+
+test('openChannel waits its 120 s, is sent again once, and adopts the stored state', async () => {
+  const socket = fakeSocket([null, (data) => data.state]);
+  const session = new Session({
+    socket, sessionKey: vectors.keys[4].private_key, keyStore: new KeyStore(null, 'k.'), onChange() {}, onEnded() {},
+  });
+  session.server = parseServerInfo(tokenServerInfo());
+  const wallet = vectors.keys[0].address;
+  const open = {
+    channelId: channelIdOf(wallet, session.server.payee, `0x${'11'.repeat(32)}`),
+    expiresAt: 1_767_312_000n,
+    salt: `0x${'11'.repeat(32)}`,
+    validAfter: 0n,
+    validBefore: 1_767_229_200n,
+    signature: `0x${'22'.repeat(65)}`,
+  };
+  await session.openGasless({ wallet, deposit: 12_000n, open });
+  assert.equal(socket.sent.length, 2);
+  assert.deepEqual(socket.sent.map((s) => [s.event, s.ms]), [['openChannel', OPEN_ACK_TIMEOUT_MS], ['openChannel', OPEN_ACK_TIMEOUT_MS]]);
+  assert.ok(OPEN_ACK_TIMEOUT_MS >= 120_000);
+  assert.deepEqual(socket.sent[1].data, socket.sent[0].data, 'the same request again');
+  const { data } = socket.sent[0];
+  assert.deepEqual(Object.keys(data).sort(), ['authorization', 'expires_at', 'salt', 'state']);
+  assert.deepEqual(data.authorization, { valid_after: 0, valid_before: 1_767_229_200, signature: open.signature });
+  assert.equal(data.expires_at, 1_767_312_000);
+  assert.equal(data.salt, open.salt);
+  // The first state exactly as newChannel sends it, signed by the session key.
+  assert.equal(data.state.client_sequence_number, 0);
+  assert.equal(data.state.server_balance, '0');
+  assert.equal(data.state.client_balance, '12000');
+  assert.equal(data.state.channel_id, open.channelId);
+  assert.equal(data.state.channel_address, session.server.contract);
+  assert.equal(data.state.client_wallet_address, wallet);
+  assert.equal(data.state.client_public_key, vectors.keys[4].public_key);
+  assert.equal(await isOwnState(parseState(data.state), session.account, session.clientPublicKey, session.server), true);
+  assert.equal(session.state.clientBalance, 12_000n);
+  assert.equal(session.state.sequence, 0);
+
+  // Two silent answers: the purchase fails, no third request.
+  const silent = fakeSocket([null, null, null]);
+  const other = new Session({
+    socket: silent, sessionKey: vectors.keys[4].private_key, keyStore: new KeyStore(null, 'k.'), onChange() {}, onEnded() {},
+  });
+  other.server = session.server;
+  await assert.rejects(other.openGasless({ wallet, deposit: 12_000n, open }), (error) => error.code === 'no_answer');
+  assert.equal(silent.sent.length, 2);
+  // A refusal is final.
+  const refusing = fakeSocket([{ error: { code: 'bad_deposit', message: 'x' } }]);
+  const third = new Session({
+    socket: refusing, sessionKey: vectors.keys[4].private_key, keyStore: new KeyStore(null, 'k.'), onChange() {}, onEnded() {},
+  });
+  third.server = session.server;
+  await assert.rejects(third.openGasless({ wallet, deposit: 12_000n, open }), (error) => error.code === 'bad_deposit');
+  assert.equal(refusing.sent.length, 1);
+  assert.equal(third.state, null);
 });

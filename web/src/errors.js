@@ -28,11 +28,21 @@ const WORDS = {
   no_channel: 'You have no stream time left. Buy some to start watching.',
   no_wallet: 'Connect a wallet first: it pays for the stream time you buy.',
   wallet_rejected: 'The purchase was cancelled in your wallet.',
-  insufficient_funds: 'Your wallet does not hold enough ETH for this purchase and its fee.',
+  insufficient_funds: 'Your wallet does not hold enough for this purchase and its network fee.',
+  insufficient_tokens: 'Your wallet does not hold enough of the server\'s currency for this purchase.',
   wallet_failed: 'The purchase transaction failed.',
   media_failed: 'The video could not be loaded from the server.',
   server_unreachable: 'The server cannot be reached. Reload the page to try again.',
 };
+
+/** A wallet failure with a message for the viewer and, maybe, the page's error code. */
+export class WalletError extends Error {
+  constructor(message, pageCode = null) {
+    super(message);
+    /** One of the codes above, or null for the generic `wallet_failed`. */
+    this.pageCode = pageCode;
+  }
+}
 
 /** The viewer's words for `code`. */
 export function describeError(code) {
@@ -41,6 +51,8 @@ export function describeError(code) {
 
 /** A wallet or chain failure from viem, as one of the page's codes. */
 export function walletErrorCode(error) {
+  // The page's own wallet failures carry their code.
+  if (typeof error?.pageCode === 'string' && WORDS[error.pageCode]) return error.pageCode;
   const chain = [];
   for (let e = error; e; e = e.cause) {
     chain.push(`${e.name ?? ''} ${e.code ?? ''} ${e.shortMessage ?? ''} ${e.message ?? ''}`);

@@ -9,9 +9,10 @@
 
 import { io } from 'socket.io-client';
 import { describeError, walletErrorCode } from './errors.js';
-import { purchaseFor } from './format.js';
+import { purchaseFor, unitOf } from './format.js';
 import { KeyStore } from './keys.js';
 import { Player } from './player.js';
+import { sellsToken } from './protocol.js';
 import { RequestError, Session } from './session.js';
 import * as storage from './storage.js';
 import {
@@ -115,6 +116,7 @@ function update() {
   renderIfChanged('wallet', [app.wallet?.address, app.walletBalance, Boolean(app.demo), Boolean(server), app.buying], () => renderWallet({
     wallet: app.wallet,
     walletBalance: app.walletBalance,
+    unit: server ? unitOf(server) : null,
     injected: Boolean(window.ethereum),
     demo: app.demo,
     demoAddresses: app.demoAddresses,
@@ -150,12 +152,20 @@ function publishHook(current) {
     clientPublicKey: session.clientPublicKey,
     windowPrice: server ? server.windowPrice.toString(10) : null,
     windowSeconds: server ? server.windowSeconds : null,
+    // The server's token: amounts above are in its smallest unit.
+    token: server ? server.token : null,
+    tokenSymbol: server ? server.tokenSymbol : null,
+    tokenDecimals: server ? server.tokenDecimals : null,
+    gaslessOpen: server ? server.gaslessOpen : null,
     streamId: app.stream?.id ?? null,
     streaming: Boolean(session.streaming),
     // Windows paid by this page load, oldest first.
     paid: Object.freeze(session.paid.map((p) => Object.freeze({ ...p }))),
     lastError: app.lastError,
     wallet: app.wallet?.address ?? null,
+    // What the connected wallet asked its holder to sign (messages and
+    // transactions) since it was connected.
+    walletPrompts: app.wallet?.prompts ?? 0,
   });
 }
 
@@ -308,7 +318,19 @@ async function refreshWalletBalance() {
   update();
 }
 
-/** Buys `seconds` of stream: opens a channel on chain, then `newChannel`. */
+/** Whether a purchase on `server` is a gasless open: the wallet signs, the server sends. */
+function gasless(server) {
+  return sellsToken(server) && server.gaslessOpen && server.tokenDomain !== null;
+}
+
+/**
+ * Buys `seconds` of stream. With the native coin: opens a channel on chain,
+ * then `newChannel`. With a token on a gasless server: the wallet signs an
+ * authorization and `openChannel` has the server open it. With another
+ * token: the wallet opens it (permit or approve), then `newChannel`.
+ * Either way the viewer confirms once (twice for a token without permits
+ * whose allowance is short).
+ */
 async function buy(seconds) {
   const server = session.server;
   if (!app.wallet) {
@@ -316,7 +338,10 @@ async function buy(seconds) {
     return;
   }
   app.buying = true;
-  app.message = { kind: 'info', text: 'Confirm the purchase in your wallet, then wait for it to be mined…', code: '' };
+  const text = gasless(server)
+    ? 'Sign the purchase in your wallet; the server then opens it for you, with no fee to pay…'
+    : 'Confirm the purchase in your wallet, then wait for it to be mined…';
+  app.message = { kind: 'info', text, code: '' };
   update();
   try {
     // Whole windows: the server only takes deposits that are multiples of its price.
@@ -324,13 +349,18 @@ async function buy(seconds) {
     // Well past the server's minimum: the server stops using a channel
     // some time before it expires (PROTOCOL.md D4).
     const lifetimeSeconds = Math.max(2 * server.minChannelSeconds, 86_400);
-    const channelId = await app.wallet.openChannel({
-      server,
-      signer: session.account.address,
-      deposit,
-      lifetimeSeconds,
-    });
-    await session.announce({ channelId, wallet: app.wallet.address, deposit });
+    const terms = { server, signer: session.account.address, deposit, lifetimeSeconds };
+    if (!sellsToken(server)) {
+      const channelId = await app.wallet.openChannel(terms);
+      await session.announce({ channelId, wallet: app.wallet.address, deposit });
+    } else if (gasless(server)) {
+      const open = await app.wallet.authorizeOpen(terms);
+      update();
+      await session.openGasless({ wallet: app.wallet.address, deposit, open });
+    } else {
+      const channelId = await app.wallet.openTokenChannel(terms);
+      await session.announce({ channelId, wallet: app.wallet.address, deposit });
+    }
     app.message = { kind: 'info', text: 'Bought. Press play to watch.', code: '' };
     app.lastError = null;
   } catch (error) {

@@ -1,13 +1,14 @@
 // The wire protocol's pure parts (PROTOCOL.md §2–§4): encodings, the EIP-712
 // types and domain, signing and checking states and plays. No I/O here.
 
-import { getAddress, isAddress, recoverTypedDataAddress } from 'viem';
+import { encodeAbiParameters, getAddress, isAddress, keccak256, recoverTypedDataAddress } from 'viem';
 
 // Event names (PROTOCOL.md §6).
 export const EVENTS = Object.freeze({
   publicKey: 'publicKey',
   latestState: 'latestState',
   newChannel: 'newChannel',
+  openChannel: 'openChannel',
   play: 'play',
   pay: 'pay',
   secret: 'secret',
@@ -28,6 +29,27 @@ export const TYPES = Object.freeze({
   Play: [
     { name: 'channelId', type: 'bytes32' },
     { name: 'session', type: 'string' },
+  ],
+});
+
+// The token's own EIP-712 types (1.1, "Token channels" and "openChannel"):
+// EIP-3009's ReceiveWithAuthorization, which a gasless open spends, and
+// EIP-2612's Permit, which `openWithPermit` spends.
+export const TOKEN_TYPES = Object.freeze({
+  ReceiveWithAuthorization: [
+    { name: 'from', type: 'address' },
+    { name: 'to', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'validAfter', type: 'uint256' },
+    { name: 'validBefore', type: 'uint256' },
+    { name: 'nonce', type: 'bytes32' },
+  ],
+  Permit: [
+    { name: 'owner', type: 'address' },
+    { name: 'spender', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'nonce', type: 'uint256' },
+    { name: 'deadline', type: 'uint256' },
   ],
 });
 
@@ -114,8 +136,105 @@ export function parseServerInfo(info) {
     payTimeoutSeconds: optional(info.pay_timeout_seconds, null, (v) => parseSeconds(v, 'pay_timeout_seconds')),
     token: optional(info.token, NATIVE_TOKEN, (v) => parseAddress(v, 'token')),
     tokenSymbol: typeof info.token_symbol === 'string' && info.token_symbol ? info.token_symbol : 'ETH',
-    tokenDecimals: optional(info.token_decimals, 18, (v) => parseCount(v, 'token_decimals')),
+    tokenDecimals: optional(info.token_decimals, 18, (v) => parseDecimals(v)),
     gaslessOpen: info.gasless_open === true,
+    // The token's EIP-712 name and version, for signing a gasless open's
+    // authorization; null when the server offers no gasless open.
+    tokenDomain: info.gasless_open === true ? parseTokenDomain(info.token_domain) : null,
+  };
+}
+
+/** `token_decimals`: a uint8, as ERC-20's `decimals()` returns it. */
+function parseDecimals(value) {
+  const decimals = parseCount(value, 'token_decimals');
+  check(decimals <= 255, 'token_decimals is more than 255');
+  return decimals;
+}
+
+/** `token_domain`: `{name, version}`, or null when absent. */
+function parseTokenDomain(value) {
+  if (value === undefined || value === null) return null;
+  check(typeof value === 'object' && typeof value.name === 'string' && typeof value.version === 'string',
+    'token_domain is not {name, version}');
+  return { name: value.name, version: value.version };
+}
+
+/** Whether a server's deposits are an ERC-20 token rather than the native coin. */
+export function sellsToken(server) {
+  return server.token !== NATIVE_TOKEN;
+}
+
+/**
+ * A channel's id as the registry derives it, for every kind of channel:
+ * keccak256(abi.encode(client, payee, salt)), `client` being the wallet
+ * whose funds it holds. Lower-case hex, as states carry it.
+ */
+export function channelIdOf(client, payee, salt) {
+  return keccak256(encodeAbiParameters(
+    [{ type: 'address' }, { type: 'address' }, { type: 'bytes32' }],
+    [client, payee, salt],
+  ));
+}
+
+/**
+ * The EIP-3009 nonce of a gasless open, as the registry computes it:
+ * keccak256(abi.encode(address payee, address signer, uint64 expiresAt,
+ * bytes32 salt)). It binds the authorization to the channel's terms.
+ */
+export function authorizationNonce(payee, signer, expiresAt, salt) {
+  return keccak256(encodeAbiParameters(
+    [{ type: 'address' }, { type: 'address' }, { type: 'uint64' }, { type: 'bytes32' }],
+    [payee, signer, BigInt(expiresAt), salt],
+  ));
+}
+
+/** A token's EIP-712 domain: its name and version, the chain, the token. */
+export function tokenDomainOf(server) {
+  check(server.tokenDomain, 'the server announces no token_domain');
+  return {
+    name: server.tokenDomain.name,
+    version: server.tokenDomain.version,
+    chainId: server.chainId,
+    verifyingContract: server.token,
+  };
+}
+
+/**
+ * The typed data a wallet signs for a gasless open (1.1 "openChannel"):
+ * `from` lets the registry pull `value` between `validAfter` and
+ * `validBefore`, with the nonce of the channel's terms. Ready for viem's
+ * `signTypedData`.
+ */
+export function receiveAuthorization(server, { from, value, validAfter, validBefore, nonce }) {
+  return {
+    domain: tokenDomainOf(server),
+    types: { ReceiveWithAuthorization: TOKEN_TYPES.ReceiveWithAuthorization },
+    primaryType: 'ReceiveWithAuthorization',
+    message: { from, to: server.contract, value, validAfter: BigInt(validAfter), validBefore: BigInt(validBefore), nonce },
+  };
+}
+
+/** The typed data of an EIP-2612 permit in the token's `domain`. */
+export function permitTypedData(domain, { owner, spender, value, nonce, deadline }) {
+  return {
+    domain,
+    types: { Permit: TOKEN_TYPES.Permit },
+    primaryType: 'Permit',
+    message: { owner, spender, value, nonce, deadline },
+  };
+}
+
+/**
+ * The `openChannel` request (1.1): the signed opening state, the
+ * channel's terms and the wallet's authorization. Times go as JSON
+ * integers (they are below 2^53).
+ */
+export function openChannelRequest(state, { expiresAt, salt, validAfter, validBefore, signature }) {
+  return {
+    state: stateToWire(state),
+    expires_at: Number(expiresAt),
+    salt,
+    authorization: { valid_after: Number(validAfter), valid_before: Number(validBefore), signature },
   };
 }
 

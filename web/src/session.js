@@ -13,6 +13,7 @@ import {
   compressedPublicKey,
   errorOf,
   isOwnState,
+  openChannelRequest,
   parseAmount,
   parseCount,
   parseHex16,
@@ -25,6 +26,16 @@ import {
 
 /** How long a request waits for its acknowledgement. */
 const ACK_TIMEOUT_MS = 15_000;
+
+/**
+ * How long an `openChannel` waits for its answer before it is sent again
+ * (once): the server answers only once its transaction is mined, and
+ * clients wait at least 120 s (1.1 "openChannel").
+ */
+export const OPEN_ACK_TIMEOUT_MS = 120_000;
+
+/** How many times an `openChannel` is sent at most: the request is idempotent. */
+const OPEN_ATTEMPTS = 2;
 
 /** A request the server refused: `code` is one of PROTOCOL.md §7. */
 export class RequestError extends Error {
@@ -97,10 +108,10 @@ export class Session {
   }
 
   /** Sends `event` with an acknowledgement; a refusal becomes a RequestError. */
-  async request(event, data) {
+  async request(event, data, timeoutMs = ACK_TIMEOUT_MS) {
     let reply;
     try {
-      reply = await this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, data);
+      reply = await this.socket.timeout(timeoutMs).emitWithAck(event, data);
     } catch {
       throw new RequestError('no_answer', `the server did not answer ${event}`);
     }
@@ -144,7 +155,40 @@ export class Session {
    * it with `newChannel`; the reply must be that state.
    */
   async announce({ channelId, wallet, deposit }) {
-    const opening = await signState(this.account, this.server, {
+    const opening = await this.openingState({ channelId, wallet, deposit });
+    const reply = await this.request(EVENTS.newChannel, stateToWire(opening));
+    this.adoptOpening(opening, reply);
+  }
+
+  /**
+   * A gasless open (1.1 "openChannel"): signs the opening state of the
+   * channel `open` describes (its id, terms and the wallet's signed
+   * authorization, from `Wallet.authorizeOpen`) and asks the server to
+   * open it on chain. The server answers once the channel is mined; an
+   * answer that does not come in OPEN_ACK_TIMEOUT_MS is asked for again,
+   * once, with the same request (the server treats it idempotently).
+   */
+  async openGasless({ wallet, deposit, open }) {
+    const opening = await this.openingState({ channelId: open.channelId, wallet, deposit });
+    const request = openChannelRequest(opening, open);
+    let reply;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        reply = await this.request(EVENTS.openChannel, request, OPEN_ACK_TIMEOUT_MS);
+        break;
+      } catch (error) {
+        const retry = error instanceof RequestError && ['no_answer', 'rate_limited'].includes(error.code);
+        if (!retry || attempt >= OPEN_ATTEMPTS) throw error;
+        // A client that meets `rate_limited` waits a second (1.1 "Rate limits").
+        if (error.code === 'rate_limited') await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+    this.adoptOpening(opening, reply);
+  }
+
+  /** The signed first state of a channel holding `deposit` (sequence 0, nothing paid). */
+  openingState({ channelId, wallet, deposit }) {
+    return signState(this.account, this.server, {
       channelId: channelId.toLowerCase(),
       contract: this.server.contract,
       wallet,
@@ -153,9 +197,13 @@ export class Session {
       serverBalance: 0n,
       sequence: 0,
     });
-    const reply = await this.request(EVENTS.newChannel, stateToWire(opening));
+  }
+
+  /** Makes `opening` the current state once the server's `reply` shows it kept it. */
+  adoptOpening(opening, reply) {
     const stored = reply === null ? null : parseState(reply);
-    if (!stored || stored.channelId !== opening.channelId || stored.sequence !== 0 || stored.clientBalance !== deposit) {
+    if (!stored || stored.channelId !== opening.channelId || stored.sequence !== 0
+      || stored.clientBalance !== opening.clientBalance) {
       throw new RequestError('bad_reply', 'the server did not keep the new channel');
     }
     this.state = opening;

@@ -1,7 +1,16 @@
 // The page's DOM: rendering only. Every server-provided string goes in as
 // text, never as HTML.
 
-import { formatDuration, formatEth, priceFor, purchaseFor, shortAddress } from './format.js';
+import {
+  formatAmount,
+  formatDuration,
+  formatPerHour,
+  formatPerMinute,
+  formatPrice,
+  purchaseFor,
+  shortAddress,
+  unitOf,
+} from './format.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,7 +69,7 @@ export function renderConnection(connected, everConnected) {
   connection.className = `pill ${connected ? 'online' : 'offline'}`;
 }
 
-/** The stream list with each stream's price per minute and per hour. */
+/** The stream list with each stream's price per minute and per hour, in the server's token. */
 export function renderStreams(server, selectedId, onSelect) {
   const list = elements.streams;
   list.replaceChildren();
@@ -69,8 +78,9 @@ export function renderStreams(server, selectedId, onSelect) {
     list.append(el('li', {}, 'Nothing is on sale right now.'));
     return;
   }
-  const perMinute = formatEth(priceFor(60, server.windowPrice, server.windowSeconds), 8);
-  const perHour = formatEth(priceFor(3600, server.windowPrice, server.windowSeconds), 8);
+  const unit = unitOf(server);
+  const perMinute = formatPerMinute(server.windowPrice, server.windowSeconds, unit);
+  const perHour = formatPerHour(server.windowPrice, server.windowSeconds, unit);
   for (const stream of server.streams) {
     list.append(el('li', {},
       el('button', {
@@ -81,23 +91,27 @@ export function renderStreams(server, selectedId, onSelect) {
         onclick: () => onSelect(stream.id),
       },
       el('span', { class: 'title' }, stream.title),
-      el('span', { class: 'price' }, `${perMinute} per minute · ${perHour} per hour`))));
+      el('span', { class: 'price' }, `${perMinute} · ${perHour}`))));
   }
 }
 
-/** The channel meter: balance, time and payments, and the status line. */
+/**
+ * The channel meter: balance (exact, in the server's token), time and
+ * payments, and the status line.
+ */
 export function renderChannel({ server, state, finalState, status }) {
+  const balance = (amount) => (server ? formatAmount(amount, unitOf(server)) : '—');
   if (state && server) {
     const windowsLeft = state.clientBalance / server.windowPrice;
-    elements.balance.textContent = formatEth(state.clientBalance);
+    elements.balance.textContent = balance(state.clientBalance);
     elements.timeLeft.textContent = formatDuration(Number(windowsLeft) * server.windowSeconds);
     elements.payments.textContent = String(state.sequence);
   } else if (status === 'spent' && finalState) {
-    elements.balance.textContent = formatEth(0n);
+    elements.balance.textContent = balance(0n);
     elements.timeLeft.textContent = formatDuration(0);
     elements.payments.textContent = String(finalState.sequence);
   } else {
-    elements.balance.textContent = formatEth(0n);
+    elements.balance.textContent = balance(0n);
     elements.timeLeft.textContent = formatDuration(0);
     elements.payments.textContent = '0';
   }
@@ -122,22 +136,23 @@ export function renderBuy({ server, state, wallet, busy, onBuy }) {
       'data-seconds': String(seconds),
       disabled: !wallet || busy,
       onclick: () => onBuy(seconds),
-    }, `Buy ${label} · ${formatEth(deposit, 8)}`));
+    }, `Buy ${label} · ${formatPrice(deposit, unitOf(server))}`));
   }
   if (!wallet) box.append(el('p', {}, 'Connect a wallet below to buy.'));
 }
 
 /**
- * The wallet panel: the connected wallet, or the ways to connect one (the
- * browser's wallet, or a demo wallet on a demo server).
+ * The wallet panel: the connected wallet and what it holds of the
+ * server's token (`unit`), or the ways to connect one (the browser's
+ * wallet, or a demo wallet on a demo server).
  */
-export function renderWallet({ wallet, walletBalance, injected, demo, demoAddresses, demoIndex, busy, onInjected, onDemo }) {
+export function renderWallet({ wallet, walletBalance, unit, injected, demo, demoAddresses, demoIndex, busy, onInjected, onDemo }) {
   const box = elements.wallet;
   box.replaceChildren();
   if (wallet) {
     box.append(
       el('p', {}, `${wallet.label}: `, el('span', { class: 'address', title: wallet.address }, shortAddress(wallet.address))),
-      el('p', { class: 'muted', id: 'wallet-balance' }, walletBalance === null ? '' : `Holds ${formatEth(walletBalance, 6)}`),
+      el('p', { class: 'muted', id: 'wallet-balance' }, walletBalance === null || !unit ? '' : `Holds ${formatAmount(walletBalance, unit, 6)}`),
     );
     return;
   }
