@@ -112,6 +112,24 @@ pub trait Chain: Send + Sync + 'static {
     /// bad signature); `Unavailable`; `Other` without a wallet.
     async fn estimate_close(&self, state: &ChannelState) -> Result<u64, ChainError>;
 
+    /// The gas the payee's `closeMany` with `states` takes, simulated at
+    /// the latest block, with the same headroom as
+    /// [`estimate_close`](Self::estimate_close). An entry that cannot
+    /// close is skipped by the registry, not reverted, so this fails only
+    /// when the whole call would.
+    ///
+    /// # Errors
+    /// `Reverted`; `Unavailable`; `Other` without a wallet.
+    async fn estimate_closes(&self, states: &[ChannelState]) -> Result<u64, ChainError>;
+
+    /// The channels whose `Closed` event the mined transaction `tx`
+    /// emitted (empty when it has no receipt): which entries of a
+    /// `closeMany` closed and which were skipped.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn closed_in(&self, tx: TxHash) -> Result<Vec<B256>, ChainError>;
+
     /// Signs (does not send) a transaction of the payee at `nonce`, so it
     /// can be recorded before it is broadcast.
     ///
@@ -326,6 +344,21 @@ pub fn close_calldata(state: &ChannelState) -> Bytes {
     .into()
 }
 
+/// The calldata of the registry's `closeMany` with `states`, one entry
+/// each, in order.
+pub fn close_many_calldata(states: &[ChannelState]) -> Bytes {
+    let closes = states
+        .iter()
+        .map(|state| TollstreamChannels::Close {
+            channelId: state.channel_id,
+            serverBalance: state.server_balance.0,
+            sequenceNumber: state.client_sequence_number,
+            signature: Bytes::copy_from_slice(&state.client_signature.0),
+        })
+        .collect();
+    TollstreamChannels::closeManyCall { closes }.abi_encode().into()
+}
+
 /// Signs an EIP-1559 transaction of `wallet` to `to` with `input`.
 ///
 /// # Errors
@@ -437,6 +470,26 @@ impl Chain for EvmChain {
             .iter()
             .filter(|log| !log.removed)
             .find_map(|log| Some(BlockRef { number: log.block_number?, hash: log.block_hash? })))
+    }
+
+    async fn estimate_closes(&self, states: &[ChannelState]) -> Result<u64, ChainError> {
+        let call = PayeeCall::Registry(close_many_calldata(states));
+        let request = payee_request(self.wallet()?, self.contract, self.chain_id, &call)?;
+        let gas = self.provider.estimate_gas(request).await.map_err(ChainError::from_transport)?;
+        Ok(gas + gas / 5)
+    }
+
+    async fn closed_in(&self, tx: TxHash) -> Result<Vec<B256>, ChainError> {
+        let receipt = self.provider.get_transaction_receipt(tx).await.map_err(ChainError::from_transport)?;
+        let Some(receipt) = receipt else { return Ok(Vec::new()) };
+        Ok(receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|log| log.address() == self.contract)
+            .filter_map(|log| log.log_decode::<TollstreamChannels::Closed>().ok())
+            .map(|closed| closed.inner.data.channelId)
+            .collect())
     }
 
     async fn opened_terms(&self, id: B256, from: u64, to: u64) -> Result<Option<(Address, Address)>, ChainError> {

@@ -39,9 +39,11 @@ pub use channel::{ChannelStatus, OnChainChannel, terms_of};
 pub use close_tx::{Attempt, CloseTx, Decision, Inclusion, Observation, Policy};
 pub use contract::{TestStablecoin, TollstreamChannels, deploy, deploy_test_stablecoin};
 pub use error::ChainError;
-pub use evm::{BlockRef, Chain, ChannelEvent, EvmChain, Head, PayeeCall, Sent, connect_provider, wallet_of};
+pub use evm::{
+    BlockRef, Chain, ChannelEvent, EvmChain, Head, PayeeCall, Sent, close_many_calldata, connect_provider, wallet_of,
+};
 pub use fees::Fees;
 pub use rpc::RpcOptions;
 pub use signed_tx::SignedTx;
-pub use tx_manager::{StartError, TxManager};
+pub use tx_manager::{StartError, Started, TxManager};
 pub use viewer::{OpenRequest, Opened, channels_opened_by, open_channel, refund_channel};

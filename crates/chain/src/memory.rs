@@ -3,7 +3,8 @@
 //! (replacement rules, base fee, nonces), reorgs, foreign transactions,
 //! outages. Real transactions are signed (so hashes, nonces and fees are
 //! what the EVM implementation would produce); the registry's effects
-//! (open, close) are modelled, not executed.
+//! (open, close, `closeMany` entry by entry, refund) are modelled, not
+//! executed.
 
 use crate::channel::{ChannelStatus, OnChainChannel, terms_of};
 use crate::close_tx::Inclusion;
@@ -22,6 +23,11 @@ use tollstream_protocol::{Amount, ChannelState, Signature, SigningKey};
 
 /// Gas a close takes here.
 pub const CLOSE_GAS: u64 = 60_000;
+/// Gas a `closeMany` takes here: this much, plus
+/// [`CLOSE_MANY_ENTRY_GAS`] per entry.
+pub const CLOSE_MANY_BASE_GAS: u64 = 25_000;
+/// Gas of one entry of a `closeMany` here.
+pub const CLOSE_MANY_ENTRY_GAS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 enum Effect {
@@ -29,11 +35,15 @@ enum Effect {
         id: B256,
         channel: OnChainChannel,
     },
-    /// A payee transaction: ours (a close) or foreign; `closes` is the
-    /// channel it closed and whether it succeeded.
+    /// A payee transaction: ours (a close or `closeMany`) or foreign;
+    /// `closes` holds each channel it tried to close, with the server
+    /// balance and whether that entry closed (a skipped `closeMany` entry
+    /// did not); `reverted` when the whole transaction failed (a `close`
+    /// that could not close).
     Payee {
         tx: TxHash,
-        closes: Option<(B256, U256, bool)>,
+        closes: Vec<(B256, U256, bool)>,
+        reverted: bool,
     },
     /// The client took the deposit back.
     Refunded {
@@ -66,6 +76,9 @@ struct State {
     /// While set, `find_open` finds nothing, as an endpoint whose log
     /// index lags its head.
     hide_logs: bool,
+    /// Channels whose next close entries the registry refuses (as for a
+    /// signature it does not accept), with how many more times.
+    refuse: BTreeMap<B256, u32>,
 }
 
 /// The in-memory chain. Starts at block 0, time 1,000,000, base fee 1 gwei.
@@ -98,6 +111,7 @@ impl MemoryChain {
                 sent: Vec::new(),
                 forks: 0,
                 hide_logs: false,
+                refuse: BTreeMap::new(),
             }),
             wallet: wallet_of(&key),
             payee: key.address(),
@@ -162,20 +176,41 @@ impl MemoryChain {
         let mut effects = Vec::new();
         let mut closed: Vec<B256> = Vec::new();
         let min_tip = state.min_tip;
+        let now = state.blocks.last().expect("blocks").timestamp + 2;
         let pays = |tx: &SignedTx| tx.fees.max_priority_fee_per_gas.min(tx.fees.max_fee_per_gas - base_fee) >= min_tip;
         while let Some(tx) = state.pool.get(&nonce).filter(|tx| pays(tx)).cloned() {
             state.pool.remove(&nonce);
-            let call = tx.input().ok().and_then(|input| TollstreamChannels::closeCall::abi_decode(&input).ok());
-            let closes = call.map(|call| {
-                let open =
-                    channels(&state.blocks).get(&call.channelId).is_some_and(|c| c.status == ChannelStatus::Open)
-                        && !closed.contains(&call.channelId);
-                if open {
-                    closed.push(call.channelId);
+            let input = tx.input().unwrap_or_default();
+            // (channel, server balance) of each entry, and whether the
+            // call is a `closeMany` (which skips) or a `close` (which reverts).
+            let (entries, many) = if let Ok(call) = TollstreamChannels::closeCall::abi_decode(&input) {
+                (vec![(call.channelId, call.serverBalance)], false)
+            } else if let Ok(call) = TollstreamChannels::closeManyCall::abi_decode(&input) {
+                (call.closes.iter().map(|c| (c.channelId, c.serverBalance)).collect(), true)
+            } else {
+                (Vec::new(), false)
+            };
+            let mut closes = Vec::new();
+            for (id, server_balance) in entries {
+                let refused = match state.refuse.get_mut(&id) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        true
+                    }
+                    _ => false,
+                };
+                let ok = !refused
+                    && !closed.contains(&id)
+                    && channels(&state.blocks).get(&id).is_some_and(|c| {
+                        c.status == ChannelStatus::Open && now < c.expires_at && server_balance <= c.deposit
+                    });
+                if ok {
+                    closed.push(id);
                 }
-                (call.channelId, call.serverBalance, open)
-            });
-            effects.push(Effect::Payee { tx: tx.hash, closes });
+                closes.push((id, server_balance, ok));
+            }
+            let reverted = !many && closes.iter().any(|(_, _, ok)| !ok);
+            effects.push(Effect::Payee { tx: tx.hash, closes, reverted });
             nonce += 1;
         }
         drop(state);
@@ -198,12 +233,37 @@ impl MemoryChain {
         state.pool.remove(&nonce);
         drop(state);
         let tx = keccak256(format!("foreign {nonce}"));
-        self.mine_with(vec![Effect::Payee { tx, closes: None }]);
+        self.mine_with(vec![Effect::Payee { tx, closes: Vec::new(), reverted: false }]);
     }
 
     /// Mines the client's `refund` of channel `id` (as after expiry).
     pub fn refund(&self, id: B256) {
         self.mine_with(vec![Effect::Refunded { id }]);
+    }
+
+    /// Makes the registry refuse the next `times` close entries of `id`
+    /// (a `close` reverts, a `closeMany` skips the entry), as it refuses a
+    /// state it cannot verify.
+    pub fn refuse_closes_of(&self, id: B256, times: u32) {
+        self.lock().refuse.insert(id, times);
+    }
+
+    /// How many `closeMany` transactions the canonical chain holds, with
+    /// how many entries each.
+    pub fn close_many_sizes(&self) -> Vec<usize> {
+        let state = self.lock();
+        let sent = state.sent.clone();
+        state
+            .blocks
+            .iter()
+            .flat_map(|b| &b.effects)
+            .filter_map(|e| match e {
+                Effect::Payee { tx, .. } => sent.iter().find(|s| s.hash == *tx),
+                _ => None,
+            })
+            .filter_map(|tx| TollstreamChannels::closeManyCall::abi_decode(&tx.input().ok()?).ok())
+            .map(|call| call.closes.len())
+            .collect()
     }
 
     /// Drops the newest `depth` blocks and mines as many empty ones in
@@ -328,10 +388,11 @@ fn used_nonces(blocks: &[Block]) -> u64 {
     blocks.iter().flat_map(|b| &b.effects).filter(|e| matches!(e, Effect::Payee { .. })).count() as u64
 }
 
+/// Every close entry mined, with whether it closed.
 fn closes(blocks: &[Block]) -> impl Iterator<Item = (B256, U256, bool)> + '_ {
-    blocks.iter().flat_map(|b| &b.effects).filter_map(|e| match e {
-        Effect::Payee { closes: Some(close), .. } => Some(*close),
-        _ => None,
+    blocks.iter().flat_map(|b| &b.effects).flat_map(|e| match e {
+        Effect::Payee { closes, reverted: false, .. } => closes.clone(),
+        _ => Vec::new(),
     })
 }
 
@@ -342,9 +403,11 @@ fn channels(blocks: &[Block]) -> BTreeMap<B256, OnChainChannel> {
             Effect::Opened { id, channel } => {
                 channels.insert(*id, channel.clone());
             }
-            Effect::Payee { closes: Some((id, _, true)), .. } => {
-                if let Some(channel) = channels.get_mut(id) {
-                    channel.status = ChannelStatus::Closed;
+            Effect::Payee { closes, reverted: false, .. } => {
+                for (id, _, _) in closes.iter().filter(|(_, _, ok)| *ok) {
+                    if let Some(channel) = channels.get_mut(id) {
+                        channel.status = ChannelStatus::Closed;
+                    }
                 }
             }
             Effect::Refunded { id } => {
@@ -412,14 +475,16 @@ impl Chain for MemoryChain {
                     let amount = channels(&state.blocks).get(id).map_or(U256::ZERO, |c| c.deposit);
                     events.push(ChannelEvent::Refunded { channel_id: *id, amount });
                 }
-                if let Effect::Payee { tx, closes: Some((id, server_balance, true)) } = effect {
-                    let deposit = channels(&state.blocks).get(id).map_or(U256::ZERO, |c| c.deposit);
-                    events.push(ChannelEvent::Closed {
-                        channel_id: *id,
-                        server_balance: *server_balance,
-                        client_balance: deposit.saturating_sub(*server_balance),
-                        tx: Some(*tx),
-                    });
+                if let Effect::Payee { tx, closes, reverted: false } = effect {
+                    for (id, server_balance, _) in closes.iter().filter(|(_, _, ok)| *ok) {
+                        let deposit = channels(&state.blocks).get(id).map_or(U256::ZERO, |c| c.deposit);
+                        events.push(ChannelEvent::Closed {
+                            channel_id: *id,
+                            server_balance: *server_balance,
+                            client_balance: deposit.saturating_sub(*server_balance),
+                            tx: Some(*tx),
+                        });
+                    }
                 }
             }
         }
@@ -456,6 +521,26 @@ impl Chain for MemoryChain {
             }
             _ => Err(ChainError::Reverted("the close would fail".into())),
         }
+    }
+
+    async fn estimate_closes(&self, states: &[ChannelState]) -> Result<u64, ChainError> {
+        drop(self.available()?);
+        Ok(CLOSE_MANY_BASE_GAS + CLOSE_MANY_ENTRY_GAS * states.len() as u64)
+    }
+
+    async fn closed_in(&self, tx: TxHash) -> Result<Vec<B256>, ChainError> {
+        let state = self.available()?;
+        Ok(state
+            .blocks
+            .iter()
+            .flat_map(|b| &b.effects)
+            .find_map(|e| match e {
+                Effect::Payee { tx: mined, closes, reverted: false } if *mined == tx => {
+                    Some(closes.iter().filter(|(_, _, ok)| *ok).map(|(id, _, _)| *id).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default())
     }
 
     async fn sign(&self, call: &PayeeCall, nonce: u64, gas_limit: u64, fees: Fees) -> Result<SignedTx, ChainError> {
@@ -505,10 +590,10 @@ impl Chain for MemoryChain {
         let state = self.available()?;
         for (number, block) in state.blocks.iter().enumerate() {
             for effect in &block.effects {
-                if let Effect::Payee { tx: mined, closes } = effect
+                if let Effect::Payee { tx: mined, reverted, .. } = effect
                     && *mined == tx
                 {
-                    let success = closes.is_none_or(|(_, _, ok)| ok);
+                    let success = !reverted;
                     return Ok(Some(Inclusion { tx, block: number as u64, block_hash: block.hash, success }));
                 }
             }

@@ -16,13 +16,19 @@
 //! under one lock, so a close whose record loses its compare-and-swap
 //! leaves no gap behind it, and closes of different channels are still in
 //! flight together: nobody waits for anybody's receipt.
+//!
+//! Batches: [`start_closes`](TxManager::start_closes) closes several
+//! channels with one `closeMany` transaction at one nonce. From then on it
+//! is one transaction like any other: re-priced, confirmed and re-sent
+//! after a reorg as a whole; which of its entries closed is read from its
+//! receipt ([`Chain::closed_in`]).
 
 use crate::close_tx::{CloseTx, Decision, Observation, Policy};
 use crate::error::ChainError;
-use crate::evm::{Chain, PayeeCall, Sent, TRANSFER_GAS};
+use crate::evm::{Chain, PayeeCall, Sent, TRANSFER_GAS, close_calldata, close_many_calldata};
 use crate::fees::Fees;
 use crate::signed_tx::SignedTx;
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -36,6 +42,18 @@ pub struct TxManager {
     /// Nonces of closes recorded and not yet confirmed or abandoned. The
     /// lock also serializes allocate → sign → record.
     in_flight: Mutex<BTreeSet<u64>>,
+}
+
+/// A close [`start_closes`](TxManager::start_closes) recorded and sent.
+#[derive(Debug)]
+pub struct Started {
+    /// The signed transaction, as recorded.
+    pub tx: SignedTx,
+    /// The states it closes, in the order of its entries.
+    pub states: Vec<ChannelState>,
+    /// How the node took it; a failed broadcast is sent again by the next
+    /// [`observe`](TxManager::observe).
+    pub sent: Result<Sent, ChainError>,
 }
 
 /// Why a new close was not started.
@@ -107,6 +125,63 @@ impl TxManager {
         drop(in_flight);
         let sent = self.chain.send(&tx).await;
         Ok(Some((tx, sent)))
+    }
+
+    /// Starts one close of several channels: a `closeMany` of `states`
+    /// (a plain `close` when there is one, which costs less gas and whose
+    /// simulation fails when it would), estimated, priced at the market
+    /// held to the fee cap, signed at one fresh nonce and handed to
+    /// `record` with the entries it closes and the latest block number.
+    /// `record` answers the channels whose state is no longer the latest
+    /// stored (a payment landed meanwhile), having recorded nothing; the
+    /// close is then signed again at the same nonce without them and
+    /// recorded anew, until `record` takes it whole (answers none) or no
+    /// entry is left. Only a close recorded whole is broadcast. Returns
+    /// what was sent, the states it closes and how the node took it.
+    ///
+    /// # Errors
+    /// `Chain` (`Reverted` when the call would fail as a whole;
+    /// `Unavailable`); `Record` when `record` fails.
+    pub async fn start_closes<E: std::error::Error + 'static>(
+        &self,
+        states: Vec<ChannelState>,
+        mut record: impl AsyncFnMut(&SignedTx, &[ChannelState], u64) -> Result<Vec<B256>, E>,
+    ) -> Result<Option<Started>, StartError<E>> {
+        let mut states = states;
+        let many = match states.as_slice() {
+            [] => return Ok(None),
+            [_] => false,
+            _ => true,
+        };
+        // The gas of the whole batch: an upper bound for any part of it.
+        let gas_limit = if many {
+            self.chain.estimate_closes(&states).await?
+        } else {
+            self.chain.estimate_close(&states[0]).await?
+        };
+        let fees = Fees::capped(self.chain.market_fees().await?, self.policy.max_fee_per_gas);
+        let head = self.chain.head().await?.number;
+        let mut in_flight = self.in_flight.lock().await;
+        let used = self.chain.nonce(self.payee).await?;
+        let nonce = (used..).find(|n| !in_flight.contains(n)).expect("a free nonce exists");
+        let tx = loop {
+            let input = if many { close_many_calldata(&states) } else { close_calldata(&states[0]) };
+            let tx = self.chain.sign(&PayeeCall::Registry(input), nonce, gas_limit, fees).await?;
+            let stale = record(&tx, &states, head).await.map_err(StartError::Record)?;
+            if stale.is_empty() {
+                break tx;
+            }
+            let before = states.len();
+            states.retain(|state| !stale.contains(&state.channel_id));
+            // Nothing left, or nothing the record named: nothing is sent.
+            if states.is_empty() || states.len() == before {
+                return Ok(None);
+            }
+        };
+        in_flight.insert(nonce);
+        drop(in_flight);
+        let sent = self.chain.send(&tx).await;
+        Ok(Some(Started { tx, states, sent }))
     }
 
     /// Sends a payee transaction that is not a close (a gasless open) at a
@@ -264,6 +339,59 @@ mod tests {
         let (second, _) = start(&manager, &c).await;
         assert_eq!((first.nonce, second.nonce), (0, 1));
         assert_eq!(chain.sent().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_transaction_at_one_nonce_signed_again_without_a_stale_entry() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let states: Vec<_> = (1..=3).map(|id| chain.open_paid_channel(id, 3, 1)).collect();
+        let stale = states[1].channel_id;
+        let mut records = Vec::new();
+        let started = manager
+            .start_closes(states.clone(), async |tx: &SignedTx, entries: &[ChannelState], _| {
+                records.push((tx.nonce, entries.len()));
+                // A payment landed on the second channel: its state is stale.
+                let stale: Vec<B256> = entries.iter().map(|s| s.channel_id).filter(|id| *id == stale).collect();
+                Ok::<_, Never>(stale)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(records, vec![(0, 3), (0, 2)], "signed again at the same nonce without the stale entry");
+        assert_eq!(started.states.iter().map(|s| s.channel_id).collect::<Vec<_>>(), [states[0].channel_id, states[2].channel_id]);
+        assert_eq!(started.sent.unwrap(), Sent::Accepted);
+        assert_eq!(chain.sent().len(), 1, "only the close recorded whole is sent");
+        chain.mine();
+        assert_eq!(chain.closed_in(started.tx.hash).await.unwrap(), vec![states[0].channel_id, states[2].channel_id]);
+        assert_eq!(chain.close_many_sizes(), vec![2]);
+        assert_eq!(chain.closes_of(stale), 0);
+        // A batch all of whose entries are stale sends nothing and keeps no nonce.
+        let none = manager
+            .start_closes(vec![states[1].clone()], async |_: &SignedTx, entries: &[ChannelState], _| {
+                Ok::<_, Never>(entries.iter().map(|s| s.channel_id).collect())
+            })
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        assert_eq!(manager.in_flight.lock().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_cannot_close_is_skipped_and_the_others_close() {
+        let chain = Arc::new(MemoryChain::new());
+        let manager = TxManager::new(chain.clone(), POLICY).unwrap();
+        let states: Vec<_> = (1..=3).map(|id| chain.open_paid_channel(id, 3, 1)).collect();
+        chain.refund(states[0].channel_id);
+        let started = manager
+            .start_closes(states.clone(), async |_: &SignedTx, _: &[ChannelState], _| Ok::<_, Never>(Vec::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        chain.mine();
+        let receipt = chain.receipt(started.tx.hash).await.unwrap().unwrap();
+        assert!(receipt.success, "a skipped entry does not revert the batch");
+        assert_eq!(chain.closed_in(started.tx.hash).await.unwrap(), vec![states[1].channel_id, states[2].channel_id]);
     }
 
     #[tokio::test]
