@@ -101,13 +101,13 @@ impl Tables {
         self.channels.iter().skip(rowid + 1).any(|newer| newer.stored.state.client_public_key == key)
     }
 
-    /// `INSERT … ON CONFLICT (tx_hash) DO UPDATE`: a hash already recorded
-    /// (the same close signed again after an abandon) is live again.
+    /// `INSERT … ON CONFLICT (tx_hash, channel_id) DO UPDATE`: a version
+    /// already recorded for the channel (the same close signed again after
+    /// an abandon) is live again.
     fn insert_attempt(&mut self, id: &B256, tx: &SignedTx, now: i64) {
-        match self.attempts.iter_mut().find(|attempt| attempt.tx.hash == tx.hash) {
+        match self.attempts.iter_mut().find(|attempt| attempt.tx.hash == tx.hash && attempt.channel_id == *id) {
             Some(attempt) => {
                 attempt.abandoned = false;
-                attempt.channel_id = *id;
                 attempt.created_at = now;
             }
             None => {
@@ -144,6 +144,7 @@ impl Store for MemoryStore {
                     close_tx: None,
                     close_nonce: None,
                     created_at: now_millis(),
+                    gasless: false,
                 },
                 close_sequence: None,
                 close_signed_at_block: None,
@@ -200,7 +201,8 @@ impl Store for MemoryStore {
         let mut due = tables.ordered(|rowid, row| match row.stored.status {
             ChannelStatus::Final | ChannelStatus::Closing => true,
             ChannelStatus::Open => {
-                !row.stored.state.server_balance.is_zero() && (row.stored.settle_by <= now || tables.superseded(rowid))
+                (!row.stored.state.server_balance.is_zero() || row.stored.gasless)
+                    && (row.stored.settle_by <= now || tables.superseded(rowid))
             }
             ChannelStatus::Closed | ChannelStatus::Refunded => false,
         });
@@ -211,35 +213,69 @@ impl Store for MemoryStore {
     }
 
     async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        let stale = self.record_closes(&[(*id, sequence)], tx, head).await?;
+        if stale.is_empty() { Ok(()) } else { Err(StoreError::Conflict) }
+    }
+
+    async fn record_closes(&self, closes: &[(B256, u64)], tx: &SignedTx, head: u64) -> Result<Vec<B256>, StoreError> {
         let mut tables = self.tables()?;
         // `WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')`
-        let row = tables.row_mut(id).ok_or(StoreError::Conflict)?;
-        let closable = matches!(row.stored.status, ChannelStatus::Open | ChannelStatus::Final);
-        if row.stored.state.client_sequence_number != sequence || !closable {
-            return Err(StoreError::Conflict);
+        // for every entry first: all or nothing, as one transaction.
+        let stale: Vec<B256> = closes
+            .iter()
+            .filter(|(id, sequence)| {
+                !tables.row(id).is_some_and(|row| {
+                    row.stored.state.client_sequence_number == *sequence
+                        && matches!(row.stored.status, ChannelStatus::Open | ChannelStatus::Final)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            return Ok(stale);
         }
-        row.stored.status = ChannelStatus::Closing;
-        row.stored.close_tx = Some(tx.hash);
-        row.stored.close_nonce = Some(tx.nonce);
-        row.close_sequence = Some(sequence);
-        row.close_signed_at_block = Some(head);
-        row.close_mined = None;
-        tables.insert_attempt(id, tx, now_millis());
-        Ok(())
+        let now = now_millis();
+        for (id, sequence) in closes {
+            let row = tables.row_mut(id).ok_or(StoreError::Conflict)?;
+            row.stored.status = ChannelStatus::Closing;
+            row.stored.close_tx = Some(tx.hash);
+            row.stored.close_nonce = Some(tx.nonce);
+            row.close_sequence = Some(*sequence);
+            row.close_signed_at_block = Some(head);
+            row.close_mined = None;
+            tables.insert_attempt(id, tx, now);
+        }
+        Ok(Vec::new())
     }
 
     async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        self.record_replacements(&[*id], tx, head).await
+    }
+
+    async fn record_replacements(&self, ids: &[B256], tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut tables = self.tables()?;
-        // `WHERE channel_id = ? AND status = 'closing'
-        //  AND (close_nonce = ? OR close_nonce IS NULL)`
-        let row = tables.row_mut(id).ok_or(StoreError::Conflict)?;
-        if row.stored.status != ChannelStatus::Closing || row.stored.close_nonce.is_some_and(|n| n != tx.nonce) {
-            return Err(StoreError::Conflict);
+        let now = now_millis();
+        let mut any = false;
+        for id in ids {
+            // `WHERE channel_id = ? AND status = 'closing'
+            //  AND (close_nonce = ? OR close_nonce IS NULL)`
+            let Some(row) = tables.row_mut(id) else { continue };
+            if row.stored.status != ChannelStatus::Closing || row.stored.close_nonce.is_some_and(|n| n != tx.nonce) {
+                continue;
+            }
+            row.stored.close_nonce = Some(tx.nonce);
+            row.stored.close_tx = Some(tx.hash);
+            row.close_signed_at_block = Some(head);
+            tables.insert_attempt(id, tx, now);
+            any = true;
         }
-        row.stored.close_nonce = Some(tx.nonce);
-        row.stored.close_tx = Some(tx.hash);
-        row.close_signed_at_block = Some(head);
-        tables.insert_attempt(id, tx, now_millis());
+        if any { Ok(()) } else { Err(StoreError::Conflict) }
+    }
+
+    async fn mark_gasless(&self, id: &B256) -> Result<(), StoreError> {
+        let mut tables = self.tables()?;
+        let row = tables.row_mut(id).ok_or(StoreError::NotFound)?;
+        row.stored.gasless = true;
         Ok(())
     }
 

@@ -190,6 +190,11 @@ pub struct StoredChannel {
     /// Unix milliseconds when the server first stored the channel; orders a
     /// client's channels.
     pub created_at: i64,
+    /// Opened by the server for its client (`openChannel`, see
+    /// [`Store::mark_gasless`]): closed even when it holds none of the
+    /// server's money, so the client need not pay gas to get the deposit
+    /// back.
+    pub gasless: bool,
 }
 
 impl StoreError {
@@ -261,6 +266,16 @@ pub trait Store: Send + Sync + 'static {
         open_block: Option<BlockRef>,
     ) -> Result<StoredChannel, StoreError>;
 
+    /// Marks the channel as opened gaslessly (the server sent its
+    /// `openWithAuthorization`): from then on it is due for a close even
+    /// when it holds none of the server's money, once superseded or at its
+    /// `settle_by` (PROTOCOL.md 1.1, "openChannel"). Idempotent; an
+    /// unknown channel is `NotFound`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Database`.
+    async fn mark_gasless(&self, id: &B256) -> Result<(), StoreError>;
+
     /// Records where the channel's `open` stands now.
     ///
     /// # Errors
@@ -290,9 +305,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Channels the settlement worker must act on at chain time `now`:
     /// final ones, ones with a close in flight, and open ones holding
-    /// server money whose `settle_by` has come or that a newer channel of
-    /// the same client superseded (PROTOCOL.md 1.1: it will never be paid
-    /// again, so it is closed promptly).
+    /// server money — or opened gaslessly, whatever they hold — whose
+    /// `settle_by` has come or that a newer channel of the same client
+    /// superseded (PROTOCOL.md 1.1: it will never be paid again, so it is
+    /// closed promptly).
     ///
     /// # Errors
     /// `Database` or `Corrupt`.
@@ -317,6 +333,27 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Conflict` when the compare-and-swap fails; `Database`.
     async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError>;
+
+    /// Records one signed close of several channels (a `closeMany`), each
+    /// `(id, sequence)` as [`record_close`](Self::record_close) records
+    /// one, all or nothing: when the compare-and-swap of any entry fails
+    /// nothing is recorded and the channels that failed are returned, so
+    /// the close can be signed again without them. An empty answer means
+    /// every entry was recorded.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn record_closes(&self, closes: &[(B256, u64)], tx: &SignedTx, head: u64) -> Result<Vec<B256>, StoreError>;
+
+    /// Records a replacement of one close of several channels (same nonce,
+    /// higher fees), signed when the latest block was `head`, for each of
+    /// `ids` whose close in flight is at that nonce, in one transaction;
+    /// the others (refunded meanwhile, say) are left alone.
+    ///
+    /// # Errors
+    /// `Conflict` when none of `ids` has a close in flight at that nonce;
+    /// `Database`.
+    async fn record_replacements(&self, ids: &[B256], tx: &SignedTx, head: u64) -> Result<(), StoreError>;
 
     /// Records a replacement of the close in flight (same nonce, higher
     /// fees), signed when the latest block was `head`.

@@ -107,14 +107,14 @@ impl PgStore {
     }
 }
 
-/// `INSERT … ON CONFLICT (tx_hash) DO UPDATE`, as in the SQLite store.
+/// `INSERT … ON CONFLICT (tx_hash, channel_id) DO UPDATE`, as in the
+/// SQLite store.
 async fn insert_attempt(connection: &mut PgConnection, id: &B256, tx: &SignedTx, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         // Signing is deterministic: the same close signed again after an
         // abandon has the same hash, and is live again.
         "INSERT INTO close_attempts (tx_hash, channel_id, nonce, raw, created_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (tx_hash) DO UPDATE SET abandoned = FALSE, channel_id = excluded.channel_id, \
-         created_at = excluded.created_at",
+         ON CONFLICT (tx_hash, channel_id) DO UPDATE SET abandoned = FALSE, created_at = excluded.created_at",
     )
     .bind(hex(tx.hash.as_slice()))
     .bind(hex(id.as_slice()))
@@ -125,6 +125,60 @@ async fn insert_attempt(connection: &mut PgConnection, id: &B256, tx: &SignedTx,
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// The compare-and-swap that marks a channel closing with `tx`, as in the
+/// SQLite store. Whether it did.
+async fn claim_close(
+    connection: &mut PgConnection,
+    id: &B256,
+    sequence: u64,
+    tx: &SignedTx,
+    head: u64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE channels SET status = 'closing', close_tx = $1, close_sequence = $2, close_nonce = $3, \
+         close_signed_at_block = $4, close_mined_tx = NULL, close_mined_block = NULL, \
+         close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = $5 \
+         WHERE channel_id = $6 AND sequence = $2 AND status IN ('open', 'final')",
+    )
+    .bind(hex(tx.hash.as_slice()))
+    .bind(sequence as i64)
+    .bind(tx.nonce as i64)
+    .bind(head as i64)
+    .bind(now)
+    .bind(hex(id.as_slice()))
+    .execute(connection)
+    .await
+    .map_err(db)?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records `tx` as the newest version of the channel's close in flight at
+/// its nonce, as in the SQLite store. Whether it did.
+async fn claim_replacement(
+    connection: &mut PgConnection,
+    id: &B256,
+    tx: &SignedTx,
+    head: u64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        // As the SQLite store, whose closes from before version 1.1
+        // have no nonce; here every close has one.
+        "UPDATE channels SET close_tx = $1, close_signed_at_block = $2, close_nonce = $3, updated_at = $4 \
+         WHERE channel_id = $5 AND status = 'closing' AND (close_nonce = $3 OR close_nonce IS NULL)",
+    )
+    .bind(hex(tx.hash.as_slice()))
+    .bind(head as i64)
+    .bind(tx.nonce as i64)
+    .bind(now)
+    .bind(hex(id.as_slice()))
+    .execute(connection)
+    .await
+    .map_err(db)?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// The compare-and-swap that stores a payment: `next` replaces the stored
@@ -234,7 +288,7 @@ impl Store for PgStore {
         // keeps them (SQLite leaves them unordered).
         let sql = format!(
             "SELECT {COLUMNS} FROM channels AS c WHERE status IN ('final', 'closing') \
-             OR (status = 'open' AND server_balance != '0' AND (settle_by <= $1 OR EXISTS ( \
+             OR (status = 'open' AND (server_balance != '0' OR gasless) AND (settle_by <= $1 OR EXISTS ( \
                  SELECT 1 FROM channels AS newer WHERE newer.client_public_key = c.client_public_key \
                  AND newer.row_id > c.row_id))) \
              ORDER BY settle_by, row_id"
@@ -274,50 +328,67 @@ impl Store for PgStore {
     async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(db)?;
         let now = now_millis();
-        let result = sqlx::query(
-            "UPDATE channels SET status = 'closing', close_tx = $1, close_sequence = $2, close_nonce = $3, \
-             close_signed_at_block = $4, close_mined_tx = NULL, close_mined_block = NULL, \
-             close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = $5 \
-             WHERE channel_id = $6 AND sequence = $2 AND status IN ('open', 'final')",
-        )
-        .bind(hex(tx.hash.as_slice()))
-        .bind(sequence as i64)
-        .bind(tx.nonce as i64)
-        .bind(head as i64)
-        .bind(now)
-        .bind(hex(id.as_slice()))
-        .execute(&mut *transaction)
-        .await
-        .map_err(db)?;
-        if result.rows_affected() != 1 {
+        if !claim_close(&mut transaction, id, sequence, tx, head, now).await? {
             return Err(StoreError::Conflict);
         }
         insert_attempt(&mut transaction, id, tx, now).await?;
         transaction.commit().await.map_err(db)
     }
 
+    async fn record_closes(&self, closes: &[(B256, u64)], tx: &SignedTx, head: u64) -> Result<Vec<B256>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let mut stale = Vec::new();
+        for (id, sequence) in closes {
+            if !claim_close(&mut transaction, id, *sequence, tx, head, now).await? {
+                stale.push(*id);
+            }
+        }
+        if !stale.is_empty() {
+            // Dropping the transaction rolls every entry back.
+            return Ok(stale);
+        }
+        for (id, _) in closes {
+            insert_attempt(&mut transaction, id, tx, now).await?;
+        }
+        transaction.commit().await.map_err(db)?;
+        Ok(Vec::new())
+    }
+
     async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(db)?;
         let now = now_millis();
-        let result = sqlx::query(
-            // As the SQLite store, whose closes from before version 1.1
-            // have no nonce; here every close has one.
-            "UPDATE channels SET close_tx = $1, close_signed_at_block = $2, close_nonce = $3, updated_at = $4 \
-             WHERE channel_id = $5 AND status = 'closing' AND (close_nonce = $3 OR close_nonce IS NULL)",
-        )
-        .bind(hex(tx.hash.as_slice()))
-        .bind(head as i64)
-        .bind(tx.nonce as i64)
-        .bind(now)
-        .bind(hex(id.as_slice()))
-        .execute(&mut *transaction)
-        .await
-        .map_err(db)?;
-        if result.rows_affected() != 1 {
+        if !claim_replacement(&mut transaction, id, tx, head, now).await? {
             return Err(StoreError::Conflict);
         }
         insert_attempt(&mut transaction, id, tx, now).await?;
         transaction.commit().await.map_err(db)
+    }
+
+    async fn record_replacements(&self, ids: &[B256], tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let mut any = false;
+        for id in ids {
+            if claim_replacement(&mut transaction, id, tx, head, now).await? {
+                insert_attempt(&mut transaction, id, tx, now).await?;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(StoreError::Conflict);
+        }
+        transaction.commit().await.map_err(db)
+    }
+
+    async fn mark_gasless(&self, id: &B256) -> Result<(), StoreError> {
+        let result = sqlx::query("UPDATE channels SET gasless = TRUE, updated_at = $1 WHERE channel_id = $2")
+            .bind(now_millis())
+            .bind(hex(id.as_slice()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
     }
 
     async fn record_close_mined(&self, id: &B256, mined: Option<&Inclusion>) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use tollstream_protocol::{B256, ChannelState};
 pub(super) const COLUMNS: &str = "channel_id, channel_address, client_wallet_address, client_public_key, deposit, \
      expires_at, settle_by, client_balance, server_balance, sequence, signature, window_stream, \
      window_first_segment, window_segment_count, status, close_tx, close_nonce, open_state, open_block, \
-     open_block_hash, created_at";
+     open_block_hash, created_at, gasless";
 
 /// The status a channel returns to when a close is abandoned: derived from
 /// its state, so it need not be remembered.
@@ -72,6 +72,7 @@ pub(super) struct ChannelRow {
     open_block: Option<i64>,
     open_block_hash: Option<String>,
     created_at: i64,
+    gasless: bool,
 }
 
 impl ChannelRow {
@@ -119,6 +120,7 @@ impl ChannelRow {
             close_tx,
             close_nonce: self.close_nonce.map(|n| n as u64),
             created_at: self.created_at,
+            gasless: self.gasless,
         })
     }
 }

@@ -88,10 +88,10 @@ async fn insert_attempt(
 ) -> Result<(), StoreError> {
     sqlx::query(
         // Signing is deterministic: the same close signed again after an
-        // abandon has the same hash, and is live again.
+        // abandon has the same hash, and is live again. One version of a
+        // batch has a row per channel.
         "INSERT INTO close_attempts (tx_hash, channel_id, nonce, raw, created_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (tx_hash) DO UPDATE SET abandoned = 0, channel_id = excluded.channel_id, \
-         created_at = excluded.created_at",
+         ON CONFLICT (tx_hash, channel_id) DO UPDATE SET abandoned = 0, created_at = excluded.created_at",
     )
     .bind(hex(tx.hash.as_slice()))
     .bind(hex(id.as_slice()))
@@ -102,6 +102,62 @@ async fn insert_attempt(
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// The compare-and-swap that marks a channel closing with `tx`: only if
+/// its latest state is still `sequence` and it is open or final. Whether
+/// it did.
+async fn claim_close(
+    connection: &mut SqliteConnection,
+    id: &B256,
+    sequence: u64,
+    tx: &SignedTx,
+    head: u64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE channels SET status = 'closing', close_tx = ?, close_sequence = ?, close_nonce = ?, \
+         close_signed_at_block = ?, close_mined_tx = NULL, close_mined_block = NULL, \
+         close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = ? \
+         WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')",
+    )
+    .bind(hex(tx.hash.as_slice()))
+    .bind(sequence as i64)
+    .bind(tx.nonce as i64)
+    .bind(head as i64)
+    .bind(now)
+    .bind(hex(id.as_slice()))
+    .bind(sequence as i64)
+    .execute(connection)
+    .await
+    .map_err(db)?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records `tx` as the newest version of the channel's close in flight,
+/// if that is at `tx`'s nonce (or a close recorded before version 1.1,
+/// with no nonce column). Whether it did.
+async fn claim_replacement(
+    connection: &mut SqliteConnection,
+    id: &B256,
+    tx: &SignedTx,
+    head: u64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE channels SET close_tx = ?, close_signed_at_block = ?, close_nonce = ?, updated_at = ? \
+         WHERE channel_id = ? AND status = 'closing' AND (close_nonce = ? OR close_nonce IS NULL)",
+    )
+    .bind(hex(tx.hash.as_slice()))
+    .bind(head as i64)
+    .bind(tx.nonce as i64)
+    .bind(now)
+    .bind(hex(id.as_slice()))
+    .bind(tx.nonce as i64)
+    .execute(connection)
+    .await
+    .map_err(db)?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// The compare-and-swap that stores a payment: `next` replaces the stored
@@ -208,7 +264,7 @@ impl Store for SqliteStore {
     async fn awaiting_settlement(&self, now: u64) -> Result<Vec<StoredChannel>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM channels AS c WHERE status IN ('final', 'closing') \
-             OR (status = 'open' AND server_balance != '0' AND (settle_by <= ? OR EXISTS ( \
+             OR (status = 'open' AND (server_balance != '0' OR gasless != 0) AND (settle_by <= ? OR EXISTS ( \
                  SELECT 1 FROM channels AS newer WHERE newer.client_public_key = c.client_public_key \
                  AND newer.rowid > c.rowid))) \
              ORDER BY settle_by"
@@ -248,51 +304,67 @@ impl Store for SqliteStore {
     async fn record_close(&self, id: &B256, sequence: u64, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(db)?;
         let now = now_millis();
-        let result = sqlx::query(
-            "UPDATE channels SET status = 'closing', close_tx = ?, close_sequence = ?, close_nonce = ?, \
-             close_signed_at_block = ?, close_mined_tx = NULL, close_mined_block = NULL, \
-             close_mined_block_hash = NULL, close_mined_success = NULL, updated_at = ? \
-             WHERE channel_id = ? AND sequence = ? AND status IN ('open', 'final')",
-        )
-        .bind(hex(tx.hash.as_slice()))
-        .bind(sequence as i64)
-        .bind(tx.nonce as i64)
-        .bind(head as i64)
-        .bind(now)
-        .bind(hex(id.as_slice()))
-        .bind(sequence as i64)
-        .execute(&mut *transaction)
-        .await
-        .map_err(db)?;
-        if result.rows_affected() != 1 {
+        if !claim_close(&mut transaction, id, sequence, tx, head, now).await? {
             return Err(StoreError::Conflict);
         }
         insert_attempt(&mut transaction, id, tx, now).await?;
         transaction.commit().await.map_err(db)
     }
 
+    async fn record_closes(&self, closes: &[(B256, u64)], tx: &SignedTx, head: u64) -> Result<Vec<B256>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let mut stale = Vec::new();
+        for (id, sequence) in closes {
+            if !claim_close(&mut transaction, id, *sequence, tx, head, now).await? {
+                stale.push(*id);
+            }
+        }
+        if !stale.is_empty() {
+            // Dropping the transaction rolls every entry back.
+            return Ok(stale);
+        }
+        for (id, _) in closes {
+            insert_attempt(&mut transaction, id, tx, now).await?;
+        }
+        transaction.commit().await.map_err(db)?;
+        Ok(Vec::new())
+    }
+
     async fn record_replacement(&self, id: &B256, tx: &SignedTx, head: u64) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(db)?;
         let now = now_millis();
-        let result = sqlx::query(
-            // A close recorded before version 1.1 has no nonce column yet.
-            "UPDATE channels SET close_tx = ?, close_signed_at_block = ?, close_nonce = ?, updated_at = ? \
-             WHERE channel_id = ? AND status = 'closing' AND (close_nonce = ? OR close_nonce IS NULL)",
-        )
-        .bind(hex(tx.hash.as_slice()))
-        .bind(head as i64)
-        .bind(tx.nonce as i64)
-        .bind(now)
-        .bind(hex(id.as_slice()))
-        .bind(tx.nonce as i64)
-        .execute(&mut *transaction)
-        .await
-        .map_err(db)?;
-        if result.rows_affected() != 1 {
+        if !claim_replacement(&mut transaction, id, tx, head, now).await? {
             return Err(StoreError::Conflict);
         }
         insert_attempt(&mut transaction, id, tx, now).await?;
         transaction.commit().await.map_err(db)
+    }
+
+    async fn record_replacements(&self, ids: &[B256], tx: &SignedTx, head: u64) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(db)?;
+        let now = now_millis();
+        let mut any = false;
+        for id in ids {
+            if claim_replacement(&mut transaction, id, tx, head, now).await? {
+                insert_attempt(&mut transaction, id, tx, now).await?;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(StoreError::Conflict);
+        }
+        transaction.commit().await.map_err(db)
+    }
+
+    async fn mark_gasless(&self, id: &B256) -> Result<(), StoreError> {
+        let result = sqlx::query("UPDATE channels SET gasless = 1, updated_at = ? WHERE channel_id = ?")
+            .bind(now_millis())
+            .bind(hex(id.as_slice()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
     }
 
     async fn record_close_mined(&self, id: &B256, mined: Option<&Inclusion>) -> Result<(), StoreError> {

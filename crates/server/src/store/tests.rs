@@ -220,6 +220,89 @@ async fn closes_are_compare_and_swap_and_keep_every_version(store: &dyn Store) {
     assert_eq!(store.list().await.unwrap().len(), 2);
 }
 
+async fn batched_closes_are_all_or_nothing_and_share_their_versions(store: &dyn Store) {
+    let states: Vec<ChannelState> = (1..=3).map(|n| opening(n, n, 3)).collect();
+    let mut paid = Vec::new();
+    for state in &states {
+        insert(store, state, 900).await;
+        let next = pay(state);
+        store.record_payment(&next, &window(0)).await.unwrap();
+        paid.push(next);
+    }
+    let entries: Vec<(B256, u64)> = paid.iter().map(|s| (s.channel_id, s.client_sequence_number)).collect();
+    // One version closes every channel of the batch (the calldata does not
+    // matter to the store).
+    let batch = signed_close(&paid[0], 3, 100).await;
+    // A payment landed on the second channel: nothing is recorded, and
+    // the stale channel is named.
+    let later = pay(&paid[1]);
+    store.record_payment(&later, &window(1)).await.unwrap();
+    assert_eq!(store.record_closes(&entries, &batch, 7).await.unwrap(), vec![paid[1].channel_id]);
+    for state in &paid {
+        assert_ne!(status(store, state).await, ChannelStatus::Closing, "all or nothing");
+        assert!(store.close_record(&state.channel_id).await.unwrap().is_none());
+    }
+    // Signed again without it, the batch is recorded for every entry.
+    let batch = signed_close(&paid[0], 3, 101).await;
+    let without = [entries[0], entries[2]];
+    assert!(store.record_closes(&without, &batch, 7).await.unwrap().is_empty());
+    for id in [entries[0].0, entries[2].0] {
+        let channel = store.channel(&id).await.unwrap().unwrap();
+        assert_eq!((channel.status, channel.close_tx, channel.close_nonce), (ChannelStatus::Closing, Some(batch.hash), Some(3)));
+        let record = store.close_record(&id).await.unwrap().unwrap();
+        assert_eq!((record.attempts, record.signed_at_block), (vec![batch.clone()], 7));
+    }
+    assert_eq!(status(store, &later).await, ChannelStatus::Open);
+    // A replacement joins every record still at that nonce; a channel of
+    // the batch refunded meanwhile is left alone.
+    assert!(store.mark_refunded(&entries[2].0).await.unwrap().is_some());
+    let bumped = signed_close(&paid[0], 3, 113).await;
+    store.record_replacements(&[entries[0].0, entries[2].0], &bumped, 9).await.unwrap();
+    let record = store.close_record(&entries[0].0).await.unwrap().unwrap();
+    assert_eq!((record.attempts, record.signed_at_block), (vec![batch.clone(), bumped.clone()], 9));
+    assert_eq!(status(store, &paid[2]).await, ChannelStatus::Refunded);
+    // None at that nonce: a conflict.
+    let elsewhere = signed_close(&paid[0], 4, 113).await;
+    assert!(is_conflict(store.record_replacements(&[entries[0].0, entries[2].0], &elsewhere, 9).await));
+    // Abandoning one channel of a batch leaves the others' versions live.
+    let other = pay(&later);
+    store.record_payment(&other, &window(2)).await.unwrap();
+    let second = signed_close(&paid[0], 5, 100).await;
+    assert!(store.record_closes(&[(other.channel_id, 3)], &second, 10).await.unwrap().is_empty());
+    store.abandon_close(&other.channel_id).await.unwrap();
+    assert!(store.close_record(&other.channel_id).await.unwrap().is_none());
+    assert_eq!(store.close_record(&entries[0].0).await.unwrap().unwrap().attempts.len(), 2);
+    // The same version recorded again for an abandoned channel is live again.
+    assert!(store.record_closes(&[(other.channel_id, 3)], &second, 11).await.unwrap().is_empty());
+    assert_eq!(store.close_record(&other.channel_id).await.unwrap().unwrap().attempts, vec![second]);
+}
+
+async fn gasless_channels_are_due_with_nothing_owed_when_superseded_or_late(store: &dyn Store) {
+    // Client 1 opened gaslessly and paid nothing; client 2 the same, not gasless.
+    let gasless = opening(1, 1, 2);
+    assert!(!insert(store, &gasless, 900).await.gasless, "not gasless unless marked");
+    store.mark_gasless(&gasless.channel_id).await.unwrap();
+    store.mark_gasless(&gasless.channel_id).await.unwrap();
+    assert!(stored(store, &gasless).await.gasless);
+    assert!(matches!(store.mark_gasless(&B256::repeat_byte(0xee)).await, Err(StoreError::NotFound)));
+    let plain = opening(2, 2, 2);
+    insert(store, &plain, 900).await;
+    // Not before its settlement margin ...
+    assert!(store.awaiting_settlement(899).await.unwrap().is_empty());
+    // ... then due, though it owes nothing; the plain one is never due.
+    assert_eq!(ids(store.awaiting_settlement(900).await.unwrap()), [gasless.channel_id]);
+    // Superseded by the client's newer channel: due at once.
+    let other = opening(3, 3, 2);
+    insert(store, &other, 5_000).await;
+    store.mark_gasless(&other.channel_id).await.unwrap();
+    assert!(store.awaiting_settlement(100).await.unwrap().is_empty());
+    insert(store, &opening(3, 4, 2), 6_000).await;
+    assert_eq!(ids(store.awaiting_settlement(100).await.unwrap()), [other.channel_id]);
+    // Closed, it is done.
+    assert!(store.mark_closed(&other.channel_id, None).await.unwrap());
+    assert!(store.awaiting_settlement(100).await.unwrap().is_empty());
+}
+
 async fn due_channels_are_final_closing_late_or_superseded(store: &dyn Store) {
     // Client 1: nothing paid, ever; later superseded.
     let idle = opening(1, 1, 2);
@@ -458,6 +541,8 @@ every_backend! {
         insert_is_idempotent_and_the_newest_channel_wins,
         closes_are_compare_and_swap_and_keep_every_version,
         due_channels_are_final_closing_late_or_superseded,
+        batched_closes_are_all_or_nothing_and_share_their_versions,
+        gasless_channels_are_due_with_nothing_owed_when_superseded_or_late,
         open_states_are_stored_and_returned,
         channels_are_closed_or_refunded_once,
         cursors_are_named_counters,
