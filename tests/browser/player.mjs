@@ -21,10 +21,22 @@
 // Screenshots of the playing page and of the used-up page go to
 // <out>/player-playing.png and <out>/player-spent.png.
 //
+// With --token the server sells in an ERC-20 dollar with gasless opens
+// (`tollstream demo --token`): its viewers hold the token and no ETH. The
+// run then also checks that
+//   - the page shows prices in dollars (`$…` and "per hour") and the
+//     balance in dollars, still deposit − payments × window_price;
+//   - the wallet is asked for exactly one signature for the purchase (the
+//     page's count of wallet prompts), and for nothing while it plays;
+//   - the viewer's ETH balance stays 0 and it sends no transaction (read
+//     from the demo's chain node), while its token balance drops by the
+//     deposit.
+// Without --token, the purchase is one wallet transaction (one prompt) in ETH.
+//
 // Usage:
 //   node tests/browser/player.mjs --server http://127.0.0.1:PORT --out DIR \
 //     [--timeout 300] [--chromium /usr/bin/chromium] [--console] \
-//     [--server-cert CERT.pem]
+//     [--server-cert CERT.pem] [--token]
 //
 // An https server whose certificate no public CA signed is accepted with
 // --server-cert: Chromium then trusts that certificate's public key, and
@@ -46,7 +58,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { io } from 'socket.io-client';
-import { parseEther } from 'viem';
+import { createPublicClient, erc20Abi, getAddress, http, parseUnits, zeroAddress } from 'viem';
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -87,6 +99,7 @@ function parseCommandLine() {
       chromium: { type: 'string', default: '/usr/bin/chromium' },
       console: { type: 'boolean', default: false },
       'server-cert': { type: 'string' },
+      token: { type: 'boolean', default: false },
     },
   });
   check(values.server, '--server URL is required (a running `tollstream demo`)');
@@ -100,6 +113,7 @@ function parseCommandLine() {
     chromium: values.chromium,
     console: values.console,
     serverCert: values['server-cert'],
+    token: values.token,
   };
 }
 
@@ -172,11 +186,20 @@ function summaryOf(reading) {
   };
 }
 
-/** `0.0009 ETH` → wei. */
-function shownWei(text) {
-  const match = /^([0-9]+(?:\.[0-9]+)?) ETH$/.exec(text.trim());
-  check(match, `the shown balance ${JSON.stringify(text)} is not an ETH amount`);
-  return parseEther(match[1]);
+/**
+ * A shown amount in the server's token, in its smallest unit: `0.0009 ETH`
+ * → wei; for a dollar token `$0.0108` → millionths (for 6 decimals), with
+ * at least two decimals, as the page promises.
+ */
+function shownUnits(text, hook) {
+  const symbol = hook.tokenSymbol;
+  const decimals = hook.tokenDecimals;
+  const pattern = symbol.toUpperCase().includes('USD')
+    ? /^\$([0-9]+\.[0-9]{2,})$/
+    : new RegExp(`^([0-9]+(?:\\.[0-9]+)?) ${symbol.replace(/[^A-Za-z0-9]/g, '\\$&')}$`);
+  const match = pattern.exec(text.trim());
+  check(match, `the shown amount ${JSON.stringify(text)} is not an amount of ${symbol}`);
+  return parseUnits(match[1], decimals);
 }
 
 /**
@@ -189,8 +212,8 @@ function checkBalance(reading, deposit, price, what) {
   const expected = deposit - BigInt(payments) * price;
   check(hook.clientBalance === expected.toString(),
     `${what}: the hook's balance ${hook.clientBalance} is not deposit ${deposit} − ${payments} × ${price} = ${expected}`);
-  check(shownWei(shown.balance) === expected,
-    `${what}: the page shows a balance of ${shown.balance}, expected ${expected} wei after ${payments} payments`);
+  check(shownUnits(shown.balance, hook) === expected,
+    `${what}: the page shows a balance of ${shown.balance}, expected ${expected} units after ${payments} payments`);
   check(shown.payments === String(payments), `${what}: the page shows ${shown.payments} payments, the hook ${payments}`);
   return expected;
 }
@@ -246,6 +269,44 @@ async function latestState(server, clientPublicKey) {
   }
 }
 
+/** What the viewer's wallet has on the demo's chain: ETH, sent transactions, the token. */
+async function walletOnChain(chain, token, address) {
+  const [eth, transactions, tokens] = await Promise.all([
+    chain.getBalance({ address }),
+    chain.getTransactionCount({ address }),
+    token === zeroAddress
+      ? Promise.resolve(null)
+      : chain.readContract({ address: token, abi: erc20Abi, functionName: 'balanceOf', args: [address] }),
+  ]);
+  return { eth, transactions, tokens };
+}
+
+/**
+ * The prices the page shows in the server's token: each stream's per
+ * minute and per hour, and the purchase buttons. For a dollar token they
+ * read `$…` and the hour's price is exactly window_price × 3600 /
+ * window_seconds.
+ */
+async function checkPrices(page, hook, price, windowSeconds) {
+  const prices = await page.locator('#streams .price').allTextContents();
+  const buttons = await page.locator('button.buy-option').allTextContents();
+  check(prices.length > 0 && buttons.length > 0, 'the page shows no prices');
+  const perHour = (price * 3600n) / BigInt(windowSeconds);
+  for (const text of prices) {
+    const match = /^(.+) per minute · (.+) per hour$/.exec(text);
+    check(match, `the price ${JSON.stringify(text)} is not per minute and per hour`);
+    check(shownUnits(match[2], hook) === perHour,
+      `the page prices an hour at ${match[2]}, not ${perHour} units (${price} per ${windowSeconds} s)`);
+    if (hook.tokenSymbol.toUpperCase().includes('USD')) check(/^\$.*\$/.test(text), `the price ${JSON.stringify(text)} is not in dollars`);
+  }
+  for (const text of buttons) {
+    const match = /^Buy .+ · (.+)$/.exec(text);
+    check(match, `the purchase button ${JSON.stringify(text)} shows no price`);
+    shownUnits(match[1], hook);
+  }
+  log(`the page's prices: ${JSON.stringify(prices)}; ${JSON.stringify(buttons)}`);
+}
+
 // ---------------------------------------------------------------------------
 // The run.
 // ---------------------------------------------------------------------------
@@ -284,6 +345,7 @@ async function run(options, context) {
   check(response?.ok(), `GET / answered ${response?.status()}`);
   const demo = await (await fetch(`${options.server}/demo.json`)).json();
   const allowedOrigins = new Set([options.server, new URL(demo.rpc_url).origin]);
+  const chain = createPublicClient({ transport: http(demo.rpc_url) });
   checkSecurityHeaders(await response.allHeaders(), new URL(demo.rpc_url).origin, options.server.startsWith('https:'));
 
   step = 'choosing the demo wallet';
@@ -295,13 +357,63 @@ async function run(options, context) {
   check(first.hook.sequence === null, `a fresh browser already has a channel at sequence ${first.hook.sequence}`);
   const windows = Math.ceil(60 / windowSeconds - 1e-9);
   const deposit = BigInt(windows) * price;
-  log(`server: ${price} wei per ${windowSeconds} s window; 1 minute = ${windows} windows = ${deposit} wei`);
+  const unit = first.hook.tokenSymbol;
+  log(`server: ${price} units of ${unit} per ${windowSeconds} s window; 1 minute = ${windows} windows = ${deposit} units`);
   check(windows >= 4, `the server's windows are ${windowSeconds} s; the test needs at least 4 in a minute`);
+
+  // The token: the server's, the demo's, and a dollar with gasless opens
+  // under --token; ETH otherwise.
+  const token = getAddress(first.hook.token);
+  if (options.token) {
+    check(token !== zeroAddress, 'the server sells in ETH, not a token');
+    check(typeof demo.token === 'string' && getAddress(demo.token) === token,
+      `the server's token ${token} is not the demo's ${demo.token}`);
+    check(first.hook.tokenSymbol === demo.token_symbol && first.hook.tokenDecimals === demo.token_decimals,
+      `the page's token is ${first.hook.tokenSymbol}/${first.hook.tokenDecimals}, the demo's ${demo.token_symbol}/${demo.token_decimals}`);
+    check(/USD/i.test(first.hook.tokenSymbol), `the demo's token ${first.hook.tokenSymbol} is not a dollar`);
+    check(first.hook.gaslessOpen === true, 'the server offers no gasless open');
+  } else {
+    check(token === zeroAddress && first.hook.tokenSymbol === 'ETH', `the server sells in ${first.hook.tokenSymbol}, not ETH`);
+  }
+  await checkPrices(page, first.hook, price, windowSeconds);
+  const viewer = getAddress(first.hook.wallet);
+  const before = await walletOnChain(chain, token, viewer);
+  log(`the viewer ${viewer} holds ${before.eth} wei and ${before.tokens ?? '-'} units of the token, ${before.transactions} transactions sent`);
+  if (options.token) {
+    check(before.eth === 0n, `the token demo's viewer holds ${before.eth} wei, not 0`);
+    check(before.tokens >= deposit, `the viewer holds ${before.tokens} units of the token, less than ${deposit}`);
+  }
+  check(first.hook.walletPrompts === 0, `the wallet was asked ${first.hook.walletPrompts} times before buying`);
 
   step = 'buying 1 minute';
   await page.locator('button.buy-option[data-seconds="60"]').click();
-  const bought = await waitFor(page, 'the purchase', (r) => r.hook?.clientBalance === deposit.toString() && r.hook.status === 'ready', 60_000);
+  const bought = await waitFor(page, 'the purchase', (r) => r.hook?.clientBalance === deposit.toString() && r.hook.status === 'ready',
+    options.token ? 150_000 : 60_000);
   checkBalance(bought, deposit, price, 'after buying');
+  // One confirmation: the ETH transaction, or the token's authorization.
+  check(bought.hook.walletPrompts === 1, `the purchase asked the wallet ${bought.hook.walletPrompts} times, not once`);
+  const afterPurchase = await walletOnChain(chain, token, viewer);
+  if (options.token) {
+    check(afterPurchase.eth === 0n && afterPurchase.transactions === 0,
+      `the gasless purchase cost the viewer ${afterPurchase.eth} wei and ${afterPurchase.transactions} transactions`);
+    check(afterPurchase.tokens === before.tokens - deposit,
+      `the viewer's token balance went from ${before.tokens} to ${afterPurchase.tokens}, not down by the deposit ${deposit}`);
+    // The wallet panel shows what the wallet holds of the token (refreshed
+    // just after the purchase).
+    const shownHoldings = async () => {
+      const text = (await page.locator('#wallet-balance').textContent()) ?? '';
+      return text.startsWith('Holds ') ? shownUnits(text.slice('Holds '.length), bought.hook) : null;
+    };
+    const deadline = Date.now() + 10_000;
+    while (await shownHoldings() !== afterPurchase.tokens && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    const holds = await page.locator('#wallet-balance').textContent();
+    check(await shownHoldings() === afterPurchase.tokens,
+      `the wallet panel reads ${JSON.stringify(holds)}, not the ${afterPurchase.tokens} units the viewer holds`);
+    log(`the wallet panel reads ${JSON.stringify(holds)}`);
+  } else {
+    check(afterPurchase.transactions === before.transactions + 1,
+      `the purchase sent ${afterPurchase.transactions - before.transactions} transactions, not one`);
+  }
   log(`bought channel ${bought.hook.channelId}; the page shows ${bought.shown.balance}`);
 
   step = 'playing';
@@ -318,6 +430,7 @@ async function run(options, context) {
   check(later.hook.status === 'streaming', `the page is ${later.hook.status} while playing, not streaming`);
   checkBalance(later, deposit, price, 'while playing');
   check(later.hook.payments >= 2, `only ${later.hook.payments} payments after two windows of playback`);
+  check(later.hook.walletPrompts === 1, `the wallet was asked ${later.hook.walletPrompts} times by the time it plays`);
   log(`playing at ${later.video.currentTime.toFixed(1)} s, ${later.video.videoWidth}×${later.video.videoHeight}, ` +
     `${later.hook.payments} payments, the page shows ${later.shown.balance}`);
   mkdirSync(options.out, { recursive: true });
@@ -372,7 +485,14 @@ async function run(options, context) {
     (windows + 4) * windowSeconds * 1000 + 30_000);
   check(/used up/i.test(spent.shown.status), `the page's status reads "${spent.shown.status}", not that the time is used up`);
   check(spent.hook.clientBalance === null, 'the page still holds a channel after its final secret');
-  check(shownWei(spent.shown.balance) === 0n, `the page shows a balance of ${spent.shown.balance} when spent`);
+  check(shownUnits(spent.shown.balance, spent.hook) === 0n, `the page shows a balance of ${spent.shown.balance} when spent`);
+  // Paying by the second asked the wallet nothing (the reload reconnected it).
+  check(spent.hook.walletPrompts === 0, `the wallet was asked ${spent.hook.walletPrompts} times while playing after the reload`);
+  const atEnd = await walletOnChain(chain, token, viewer);
+  if (options.token) {
+    check(atEnd.eth === 0n && atEnd.transactions === 0,
+      `by the end the viewer holds ${atEnd.eth} wei and sent ${atEnd.transactions} transactions`);
+  }
   check(spent.video.videoWidth > 0, 'no picture at the end');
   await page.screenshot({ path: join(options.out, 'player-spent.png') });
   const buyAgain = await page.locator('button.buy-option').count();
@@ -397,6 +517,11 @@ async function run(options, context) {
 
   return {
     ok: true,
+    token,
+    token_symbol: first.hook.tokenSymbol,
+    wallet_prompts: bought.hook.walletPrompts,
+    viewer_eth_wei: atEnd.eth.toString(),
+    viewer_transactions: atEnd.transactions,
     window_seconds: windowSeconds,
     window_price: price.toString(),
     windows,
