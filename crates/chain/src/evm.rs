@@ -73,6 +73,37 @@ pub trait Chain: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The gas a payee transaction of `call` takes, simulated at the latest
+    /// block, with headroom.
+    ///
+    /// # Errors
+    /// `Reverted` (with the contract's error) when it would fail;
+    /// `Unavailable`; `Other` without a wallet or on a chain that cannot
+    /// simulate.
+    async fn estimate_call(&self, call: &PayeeCall) -> Result<u64, ChainError> {
+        let _ = call;
+        Err(ChainError::Other("this chain cannot simulate calls".into()))
+    }
+
+    /// `owner`'s balance of ERC-20 `token`, in its smallest unit.
+    ///
+    /// # Errors
+    /// `Unavailable`; `Reverted` when `token` is no ERC-20.
+    async fn token_balance(&self, token: Address, owner: Address) -> Result<U256, ChainError> {
+        let _ = (token, owner);
+        Err(ChainError::Other("this chain holds no tokens".into()))
+    }
+
+    /// Whether EIP-3009 `nonce` of `authorizer` was used or cancelled at
+    /// `token`.
+    ///
+    /// # Errors
+    /// `Unavailable`; `Reverted` when `token` has no EIP-3009.
+    async fn authorization_used(&self, token: Address, authorizer: Address, nonce: B256) -> Result<bool, ChainError> {
+        let _ = (token, authorizer, nonce);
+        Err(ChainError::Other("this chain holds no tokens".into()))
+    }
+
     /// `Closed` and `Refunded` events of the registry in blocks `from..=to`.
     ///
     /// # Errors
@@ -472,6 +503,12 @@ impl Chain for EvmChain {
             .find_map(|log| Some(BlockRef { number: log.block_number?, hash: log.block_hash? })))
     }
 
+    async fn estimate_call(&self, call: &PayeeCall) -> Result<u64, ChainError> {
+        let request = payee_request(self.wallet()?, self.contract, self.chain_id, call)?;
+        let gas = self.provider.estimate_gas(request).await.map_err(ChainError::from_transport)?;
+        Ok(gas + gas / 5)
+    }
+
     async fn estimate_closes(&self, states: &[ChannelState]) -> Result<u64, ChainError> {
         let call = PayeeCall::Registry(close_many_calldata(states));
         let request = payee_request(self.wallet()?, self.contract, self.chain_id, &call)?;
@@ -490,6 +527,15 @@ impl Chain for EvmChain {
             .filter_map(|log| log.log_decode::<TollstreamChannels::Closed>().ok())
             .map(|closed| closed.inner.data.channelId)
             .collect())
+    }
+
+    async fn token_balance(&self, token: Address, owner: Address) -> Result<U256, ChainError> {
+        crate::token::token_balance(&self.provider, token, owner).await
+    }
+
+    async fn authorization_used(&self, token: Address, authorizer: Address, nonce: B256) -> Result<bool, ChainError> {
+        let contract = crate::token::DepositToken::new(token, &self.provider);
+        contract.authorizationState(authorizer, nonce).call().await.map_err(ChainError::from_contract)
     }
 
     async fn opened_terms(&self, id: B256, from: u64, to: u64) -> Result<Option<(Address, Address)>, ChainError> {

@@ -13,6 +13,7 @@
 //! - [`rpc`]: endpoints with failover and a timeout on every call.
 //! - [`fees`]: EIP-1559 fees and the 12.5 % bump rule.
 //! - [`signed_tx`]: a signed transaction as recorded before broadcast.
+//! - [`token`]: an ERC-20 deposit token: its terms and what it supports.
 //! - [`close_tx`]: a close's life as a pure state machine.
 //! - [`tx_manager`]: the I/O around it: nonces, signing, sending, reading.
 //! - [`memory`]: an in-memory [`Chain`] for unit tests (feature
@@ -32,6 +33,7 @@ pub mod fees;
 pub mod memory;
 pub mod rpc;
 pub mod signed_tx;
+pub mod token;
 pub mod tx_manager;
 pub mod viewer;
 
@@ -45,5 +47,6 @@ pub use evm::{
 pub use fees::Fees;
 pub use rpc::RpcOptions;
 pub use signed_tx::SignedTx;
+pub use token::{AuthorizedOpen, TokenInfo, token_balance, token_info};
 pub use tx_manager::{StartError, Started, TxManager};
-pub use viewer::{OpenRequest, Opened, channels_opened_by, open_channel, refund_channel};
+pub use viewer::{OpenRequest, Opened, channels_opened_by, open_channel, open_token_channel, refund_channel};

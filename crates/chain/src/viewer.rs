@@ -5,12 +5,14 @@ use crate::channel::OnChainChannel;
 use crate::contract::TollstreamChannels;
 use crate::error::ChainError;
 use crate::evm::{Chain, EvmChain, connect_provider};
-use alloy::primitives::{Address, B256, TxHash, U256};
+use crate::token::{DepositToken, token_info};
+use alloy::primitives::{Address, B256, Bytes, TxHash, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use tollstream_protocol::SigningKey;
 use tollstream_protocol::channel_id::channel_id;
+use tollstream_protocol::token::{Permit, TokenSigningDomain};
 
 /// What to open.
 #[derive(Debug, Clone)]
@@ -44,6 +46,65 @@ pub async fn open_channel(rpc_url: &str, wallet: &SigningKey, request: &OpenRequ
     let registry = TollstreamChannels::new(request.contract, provider);
     let call = registry.open(request.payee, request.signer, request.expires_at, request.salt).value(request.deposit);
     let tx = mined(call.send().await).await?;
+    Ok(Opened { channel_id: channel_id(wallet.address(), request.payee, request.salt), tx })
+}
+
+/// Opens a channel holding `request.deposit` of ERC-20 `token` from
+/// `wallet`, which pays the gas: with an EIP-2612 permit in one
+/// transaction when the token takes permits, else `approve` then
+/// `openToken`. Waits until the open is mined.
+///
+/// # Errors
+/// As [`open_channel`]; `Other` when `token` is no ERC-20.
+pub async fn open_token_channel(
+    rpc_url: &str,
+    wallet: &SigningKey,
+    token: Address,
+    request: &OpenRequest,
+) -> Result<Opened, ChainError> {
+    let provider = connect_provider(rpc_url, Some(wallet))?;
+    let info = token_info(&provider, token).await?;
+    let registry = TollstreamChannels::new(request.contract, &provider);
+    let tx = match info.domain.filter(|_| info.permit) {
+        Some((name, version)) => {
+            let chain_id = provider.get_chain_id().await.map_err(ChainError::from_transport)?;
+            let nonce = DepositToken::new(token, &provider)
+                .nonces(wallet.address())
+                .call()
+                .await
+                .map_err(ChainError::from_contract)?;
+            // The permit is used in the same transaction: it need not
+            // outlive the channel.
+            let deadline = U256::from(request.expires_at);
+            let permit =
+                Permit { owner: wallet.address(), spender: request.contract, value: request.deposit, nonce, deadline };
+            let signature = TokenSigningDomain::new(name, version, chain_id, token).sign(&permit, wallet);
+            let call = registry.openWithPermit(
+                token,
+                request.deposit,
+                request.payee,
+                request.signer,
+                request.expires_at,
+                request.salt,
+                deadline,
+                Bytes::copy_from_slice(&signature.0),
+            );
+            mined(call.send().await).await?
+        }
+        None => {
+            let contract = DepositToken::new(token, &provider);
+            mined(contract.approve(request.contract, request.deposit).send().await).await?;
+            let call = registry.openToken(
+                token,
+                request.deposit,
+                request.payee,
+                request.signer,
+                request.expires_at,
+                request.salt,
+            );
+            mined(call.send().await).await?
+        }
+    };
     Ok(Opened { channel_id: channel_id(wallet.address(), request.payee, request.salt), tx })
 }
 

@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollstream_protocol::{
-    Ack, ChannelState, ClientKey, Empty, ErrorCode, PayRequest, PlayRequest, ProtocolError, PublicKey, Secret,
-    ServerInfo, decode, event,
+    Ack, ChannelState, ClientKey, Empty, ErrorCode, OpenChannelRequest, PayRequest, PlayRequest, ProtocolError,
+    PublicKey, Secret, ServerInfo, decode, event,
 };
 
 /// How long a request answered `rate_limited` waits before it is sent again
@@ -19,6 +19,9 @@ pub const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
 /// How many times a request answered `rate_limited` is sent again before the
 /// refusal is returned.
 pub const RATE_LIMITED_RETRIES: u32 = 5;
+/// How long an `openChannel` waits for its reply before it is sent again
+/// (PROTOCOL.md 1.1: "clients wait at least 120 seconds for the reply").
+pub const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,39 @@ impl Client {
     /// Transport failures, refusals (`unknown_channel`, `wrong_payee`, …).
     pub async fn new_channel(&self, opening: &ChannelState) -> Result<Option<ChannelState>, ClientError> {
         self.request(event::NEW_CHANNEL, opening).await
+    }
+
+    /// `openChannel` (PROTOCOL.md 1.1): the server opens the channel with the
+    /// wallet's EIP-3009 authorization and pays the gas. The reply can take
+    /// as long as mining does, so this waits [`OPEN_CHANNEL_TIMEOUT`] (the
+    /// protocol's 120 s) and sends the request once more before giving up;
+    /// the server answers a repeat idempotently.
+    ///
+    /// # Errors
+    /// Transport failures (a timeout twice over), refusals
+    /// (`invalid_signature`, `bad_deposit`, `rate_limited`, …).
+    pub async fn open_channel(&self, request: &OpenChannelRequest) -> Result<Option<ChannelState>, ClientError> {
+        let data = serde_json::to_value(request).expect("requests serialize");
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            let reply = match self.io.emit_with_ack(event::OPEN_CHANNEL, &data, OPEN_CHANNEL_TIMEOUT).await {
+                Err(SocketIoError::Timeout) if sent < 2 => {
+                    tracing::info!("no answer to openChannel yet; sending it again");
+                    continue;
+                }
+                reply => reply?,
+            };
+            let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
+            return match ack {
+                Ack::Error { error } if error.code == ErrorCode::RateLimited && sent < 1 + RATE_LIMITED_RETRIES => {
+                    tokio::time::sleep(RATE_LIMITED_PAUSE).await;
+                    continue;
+                }
+                Ack::Error { error } => Err(ClientError::Refused(error)),
+                Ack::Ok(value) => decode(value).map_err(|e| ClientError::Malformed(e.message)),
+            };
+        }
     }
 
     /// `play`, with an ack: `Ok` once the server entered the streaming state.

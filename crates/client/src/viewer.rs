@@ -6,16 +6,30 @@ use crate::client::{Client, ClientError, PayAnswer, ServerEvent};
 use crate::tls::Tls;
 use crate::wallet::{random_key, session_key};
 use std::time::Duration;
-use tollstream_chain::{Chain, ChainError, EvmChain, OpenRequest, open_channel};
+use tollstream_chain::{Chain, ChainError, EvmChain, OpenRequest, open_channel, open_token_channel};
+use tollstream_protocol::channel_id::channel_id;
+use tollstream_protocol::successor::open_channel_authorization;
 use tollstream_protocol::successor::play_signing_hash;
+use tollstream_protocol::token::TokenSigningDomain;
 use tollstream_protocol::{
-    Address, Amount, B256, ChannelDomain, ChannelState, ErrorCode, PayRequest, PlayRequest, ProtocolError, Secret,
-    ServerInfo, Signature, SigningKey, U256, verify_state_signature,
+    Address, Amount, B256, ChannelDomain, ChannelState, ErrorCode, NATIVE_TOKEN, OpenAuthorization, OpenChannelRequest,
+    PayRequest, PlayRequest, ProtocolError, Secret, ServerInfo, Signature, SigningKey, U256, verify_state_signature,
 };
 
 /// How many times `newChannel` is sent for a just-opened channel the
 /// server does not see yet (one second apart).
 const ANNOUNCE_ATTEMPTS: u32 = 5;
+/// How long a gasless open's authorization stays valid: the server must
+/// mine the open within it (the protocol asks at least 60 s of it).
+const AUTHORIZATION_SECONDS: u64 = 3_600;
+
+/// How a channel is opened.
+enum OpenMethod {
+    /// `openChannel` with an authorization in the token's own domain.
+    Gasless(TokenSigningDomain),
+    /// A transaction of the viewer's wallet.
+    OnChain,
+}
 
 /// Why the viewer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -183,8 +197,11 @@ impl Viewer {
             && verify_state_signature(state, &self.domain).is_ok()
     }
 
-    /// Opens a channel of `windows` windows on chain, living `lifetime`
-    /// seconds, and announces it (`newChannel`).
+    /// Opens a channel of `windows` windows, living `lifetime` seconds, in
+    /// the server's token: gasless (`openChannel`, one signature of the
+    /// wallet, no transaction) when the server offers it, else on chain
+    /// from the wallet (a permit, or approve and open, for a token) and
+    /// announced with `newChannel`.
     ///
     /// # Errors
     /// `ChainUnreachable` when the endpoint does not answer, `WrongChain`
@@ -209,18 +226,18 @@ impl Viewer {
             .0
             .checked_mul(U256::from(windows))
             .ok_or_else(|| ViewerError::Invalid("deposit overflows".into()))?;
+        let expires_at = chain.now().await.map_err(unreachable)? + lifetime;
+        let salt = B256::from(random_key().to_bytes());
         let request = OpenRequest {
             contract: self.info.channel_address,
             payee: self.info.wallet_address,
             signer: self.session.address(),
             deposit,
-            expires_at: chain.now().await.map_err(unreachable)? + lifetime,
-            salt: B256::from(random_key().to_bytes()),
+            expires_at,
+            salt,
         };
-        let opened = open_channel(rpc_url, &self.wallet, &request).await.map_err(unreachable)?;
-        tracing::info!(channel = %opened.channel_id, tx = %opened.tx, %deposit, "channel opened on chain");
         let mut opening = ChannelState {
-            channel_id: opened.channel_id,
+            channel_id: channel_id(self.wallet.address(), self.info.wallet_address, salt),
             channel_address: self.info.channel_address,
             client_wallet_address: self.wallet.address(),
             client_public_key: self.session.public_key(),
@@ -230,7 +247,41 @@ impl Viewer {
             client_signature: Signature([0; 65]),
         };
         opening.sign(&self.domain, &self.session);
-        match self.announce(&opening).await? {
+        let stored = match self.open_method() {
+            OpenMethod::Gasless(token_domain) => {
+                // One signature of the wallet; the server sends the open.
+                let now = chain.now().await.map_err(unreachable)?;
+                let authorization = OpenChannelRequest {
+                    state: opening.clone(),
+                    expires_at,
+                    salt,
+                    authorization: OpenAuthorization {
+                        valid_after: 0,
+                        valid_before: now + AUTHORIZATION_SECONDS,
+                        signature: Signature([0; 65]),
+                    },
+                };
+                let signature = open_channel_authorization(&authorization, self.info.wallet_address)
+                    .sign(&token_domain, &self.wallet);
+                let request = OpenChannelRequest {
+                    authorization: OpenAuthorization { signature, ..authorization.authorization },
+                    ..authorization
+                };
+                tracing::info!(channel = %opening.channel_id, %deposit, "asking the server for a gasless open");
+                self.client.open_channel(&request).await?
+            }
+            OpenMethod::OnChain => {
+                let opened = if self.info.token == NATIVE_TOKEN {
+                    open_channel(rpc_url, &self.wallet, &request).await
+                } else {
+                    open_token_channel(rpc_url, &self.wallet, self.info.token, &request).await
+                }
+                .map_err(unreachable)?;
+                tracing::info!(channel = %opened.channel_id, tx = %opened.tx, %deposit, "channel opened on chain");
+                self.announce(&opening).await?
+            }
+        };
+        match stored {
             Some(stored) if stored == opening => {
                 self.channel = Some(stored.clone());
                 self.pending = None;
@@ -240,6 +291,17 @@ impl Viewer {
             other => {
                 Err(ViewerError::Invalid(format!("the server stored another state for the new channel: {other:?}")))
             }
+        }
+    }
+
+    /// How this viewer opens a channel with this server: gasless when the
+    /// server offers it for its token, else a transaction of the wallet.
+    fn open_method(&self) -> OpenMethod {
+        match (&self.info.token_domain, self.info.gasless_open && self.info.token != NATIVE_TOKEN) {
+            (Some(domain), true) => {
+                OpenMethod::Gasless(TokenSigningDomain::from_token_domain(domain, self.info.chain_id, self.info.token))
+            }
+            _ => OpenMethod::OnChain,
         }
     }
 

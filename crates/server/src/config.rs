@@ -110,9 +110,26 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLSTREAM_WINDOW_SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub window_seconds: f64,
 
-    /// Price of one window, in wei.
+    /// Price of one window, in the deposit token's smallest unit (wei for
+    /// the native coin; 10^-6 dollar for a 6-decimal stablecoin).
     #[arg(long, env = "TOLLSTREAM_WINDOW_PRICE", default_value = "100000000000000")]
     pub window_price: Amount,
+
+    /// Sell channels in this ERC-20 token (its contract address) instead of
+    /// the chain's native coin. Prices and amounts are then in its
+    /// smallest unit [default: the native coin].
+    #[arg(long, env = "TOLLSTREAM_TOKEN")]
+    pub token: Option<Address>,
+
+    /// Do not offer gasless `openChannel`, even with a token that takes
+    /// EIP-3009 authorizations (the server pays the gas of those opens).
+    #[arg(long, env = "TOLLSTREAM_NO_GASLESS_OPEN")]
+    pub no_gasless_open: bool,
+
+    /// Gasless opens the server sends and waits for at once, over all
+    /// connections; a request beyond them is answered `rate_limited`.
+    #[arg(long, env = "TOLLSTREAM_GASLESS_OPENS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gasless_opens: u32,
 
     /// Seconds the server waits for the answer to a `pay` before dropping
     /// the viewer to idle with `pay_timeout`.

@@ -48,7 +48,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollstream_chain::{Chain, EvmChain, RpcOptions, TxManager};
+use tollstream_chain::{Chain, EvmChain, RpcOptions};
 use tollstream_media::KeyStore;
 use tollstream_protocol::{MAX_MESSAGE_BYTES, SigningKey};
 
@@ -108,6 +108,23 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
     let rpc = RpcOptions { urls: config.rpc_url.clone(), timeout: Duration::from_secs_f64(config.rpc_timeout) };
     let chain = EvmChain::connect_with(&rpc, Some(&wallet), config.contract).await?;
     let now = chain.now().await?;
+    let token = match config.token {
+        Some(address) => {
+            let token = tollstream_chain::token_info(chain.provider(), address)
+                .await
+                .map_err(|e| ServerError::Config(format!("--token {}: {e}", address.to_checksum(None))))?;
+            tracing::info!(
+                token = %token.address,
+                symbol = %token.symbol,
+                decimals = token.decimals,
+                permit = token.permit,
+                authorization = token.authorization,
+                "selling channels in an ERC-20 token"
+            );
+            Some(token)
+        }
+        None => None,
+    };
     let keys = KeyStore::new(config.keys_dir());
     let streams = streams::StreamCatalog::load(&config.media_dir(), &config.streams, &keys, config.window_seconds)?;
     if config.window_price.is_zero() {
@@ -127,7 +144,7 @@ pub async fn build_state(config: &ServeConfig, shutdown: CancellationToken) -> R
         store::DatabaseUrl::Sqlite(_) => cluster::Cluster::single(),
     };
     tracing::info!(database = %database, process = %cluster.id, "store opened");
-    let state = AppState::new(config, store, Arc::new(chain), wallet, streams, cluster, shutdown, tls);
+    let state = AppState::new(config, store, Arc::new(chain), wallet, streams, cluster, shutdown, tls, token)?;
     state.clock.set(now);
     Ok(state)
 }
@@ -155,8 +172,6 @@ pub async fn run(
         metrics: state.metrics.clone(),
     };
     let watcher = tokio::spawn(watcher.run(token.clone()));
-    // Fails early (no wallet) rather than when this process becomes settler.
-    TxManager::new(state.chain.clone(), state.tx_policy).map_err(ServerError::from)?;
     let worker = tokio::spawn({
         let (state, token) = (state.clone(), token.clone());
         async move {
@@ -166,14 +181,10 @@ pub async fn run(
                 .run_as_settler(token, |lost| {
                     let state = state.clone();
                     async move {
-                        let manager = match TxManager::new(state.chain.clone(), state.tx_policy) {
-                            Ok(manager) => manager,
-                            Err(error) => return tracing::error!(%error, "cannot start settlement"),
-                        };
                         let settlement = settle::Settlement::new(
                             state.store.clone(),
                             state.chain.clone(),
-                            Arc::new(manager),
+                            state.tx_manager.clone(),
                             state.opens.clone(),
                             state.metrics.clone(),
                             state.log_range_blocks,

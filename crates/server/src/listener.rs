@@ -305,7 +305,7 @@ impl AddressSlots {
 
 /// What counts as one client address: an IPv4 address, or the /64 of an
 /// IPv6 address (an IPv4-mapped IPv6 address counts as its IPv4 address).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),

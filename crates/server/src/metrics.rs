@@ -61,6 +61,8 @@ pub struct Metrics {
     pub chain_lookups_in_flight: IntGauge,
     /// `newChannel`s answered `unknown_channel` from memory.
     pub negative_cache_hits: IntCounter,
+    /// Channels opened by a gasless `openChannel` this server sent.
+    pub gasless_opens: IntCounter,
 }
 
 impl Metrics {
@@ -180,9 +182,14 @@ impl Metrics {
                 "newChannel requests answered unknown_channel from memory",
             )
             .expect("valid"),
+            gasless_opens: IntCounter::new(
+                "tollstream_gasless_opens_total",
+                "channels opened by a gasless openChannel this server sent and paid the gas of",
+            )
+            .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 26] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -209,6 +216,7 @@ impl Metrics {
             Box::new(metrics.tls_handshake_failures.clone()),
             Box::new(metrics.chain_lookups_in_flight.clone()),
             Box::new(metrics.negative_cache_hits.clone()),
+            Box::new(metrics.gasless_opens.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");

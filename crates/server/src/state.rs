@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollstream_chain::{Chain, ChainError, Policy};
+use tollstream_chain::{Chain, ChainError, Policy, TokenInfo, TxManager};
 use tollstream_protocol::{
-    Amount, ChannelDomain, NATIVE_DECIMALS, NATIVE_SYMBOL, NATIVE_TOKEN, ServerInfo, SigningKey,
+    Amount, ChannelDomain, NATIVE_DECIMALS, NATIVE_SYMBOL, NATIVE_TOKEN, ServerInfo, SigningKey, TokenDomain,
 };
 
 /// The server's shared state: one `Arc` to clone into every handler.
@@ -76,6 +76,11 @@ pub struct Inner {
     pub open_connections: Arc<OpenConnections>,
     /// `--tls-cert`/`--tls-key`, read at start; `None` serves plain http.
     pub tls: Option<TlsAcceptor>,
+    /// The payee wallet's transaction manager, shared by settlement and
+    /// gasless opens so they never hand out the same nonce.
+    pub tx_manager: Arc<TxManager>,
+    /// Gasless opens (`openChannel`) being sent and waited for.
+    pub gasless: crate::socket::open_channel::GaslessOpens,
 }
 
 impl std::ops::Deref for AppState {
@@ -99,7 +104,8 @@ impl AppState {
         cluster: Cluster,
         shutdown: CancellationToken,
         tls: Option<TlsAcceptor>,
-    ) -> Self {
+        token: Option<TokenInfo>,
+    ) -> Result<Self, ChainError> {
         let domain = ChannelDomain::new(chain.chain_id(), chain.contract());
         // Only a fleet needs its processes told apart; a lone server's
         // metrics keep their plain names.
@@ -121,23 +127,24 @@ impl AppState {
             unconfirmed_windows: config.unconfirmed_windows,
             settle_margin_seconds: Some(config.settle_margin),
             pay_timeout_seconds: Some(config.pay_timeout),
-            // This server sells for the chain's native coin only.
-            token: NATIVE_TOKEN,
-            token_symbol: NATIVE_SYMBOL.to_owned(),
-            token_decimals: NATIVE_DECIMALS,
-            gasless_open: false,
-            token_domain: None,
+            token: token.as_ref().map_or(NATIVE_TOKEN, |t| t.address),
+            token_symbol: token.as_ref().map_or_else(|| NATIVE_SYMBOL.to_owned(), |t| t.symbol.clone()),
+            token_decimals: token.as_ref().map_or(NATIVE_DECIMALS, |t| t.decimals),
+            gasless_open: gasless_domain(token.as_ref(), config).is_some(),
+            token_domain: gasless_domain(token.as_ref(), config),
         };
+        let tx_policy = Policy {
+            confirmations: config.confirmations,
+            resubmit_blocks: config.resubmit_blocks,
+            max_fee_per_gas: u128::try_from(config.max_fee_per_gas.0).unwrap_or(u128::MAX),
+        };
+        let tx_manager = Arc::new(TxManager::new(chain.clone(), tx_policy)?);
         let open_connections = OpenConnections::new();
-        AppState(Arc::new(Inner {
+        Ok(AppState(Arc::new(Inner {
             clock: Arc::new(ChainClock::new()),
             opens: Arc::new(Opens::new(config.confirmations, config.log_range_blocks)),
             unconfirmed_windows: config.unconfirmed_windows,
-            tx_policy: Policy {
-                confirmations: config.confirmations,
-                resubmit_blocks: config.resubmit_blocks,
-                max_fee_per_gas: u128::try_from(config.max_fee_per_gas.0).unwrap_or(u128::MAX),
-            },
+            tx_policy,
             log_range_blocks: config.log_range_blocks,
             cluster,
             store,
@@ -163,8 +170,19 @@ impl AppState {
             open_connections,
             sessions_per_address: AddressSlots::new(config.accept_limits().per_address, metrics.sessions_open.clone()),
             tls,
-        }))
+            tx_manager,
+            gasless: crate::socket::open_channel::GaslessOpens::new(config.gasless_opens),
+        })))
     }
+}
+
+/// The token domain a gasless server publishes: offered only for a token
+/// that takes EIP-3009 authorizations and names its EIP-712 domain, and
+/// not turned off with `--no-gasless-open`.
+fn gasless_domain(token: Option<&TokenInfo>, config: &ServeConfig) -> Option<TokenDomain> {
+    let token = token.filter(|t| t.authorization && !config.no_gasless_open)?;
+    let (name, version) = token.domain.clone()?;
+    Some(TokenDomain { name, version })
 }
 
 /// The chain's clock: the latest block's timestamp as last read by the

@@ -11,9 +11,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 use tollstream_chain::anvil::{Anvil, AnvilOptions};
-use tollstream_chain::{Chain, EvmChain, connect_provider, deploy};
+use tollstream_chain::{Chain, EvmChain, TestStablecoin, connect_provider, deploy, deploy_test_stablecoin};
 use tollstream_media::{KeyStore, PackageOptions, generate_test_video, load_stream};
-use tollstream_protocol::{Amount, SigningKey};
+use tollstream_protocol::{Amount, SigningKey, U256, format_price_per_hour};
 use tollstream_server::{CancellationToken, ServeConfig};
 
 /// The stream id of the demo video.
@@ -30,9 +30,17 @@ pub struct DemoArgs {
     /// Seconds of stream one payment buys.
     #[arg(long, default_value_t = 10.0)]
     window_seconds: f64,
-    /// Price of one window, in wei.
-    #[arg(long, default_value = "100000000000000")]
-    window_price: Amount,
+    /// Price of one window, in the deposit's smallest unit [default: in
+    /// ETH 100000000000000 wei; with --token 200 units (0.0002 dollar) per
+    /// second of window, i.e. $0.72 an hour].
+    #[arg(long)]
+    window_price: Option<Amount>,
+    /// Sell in a test stablecoin instead of ETH: deploys a 6-decimal test
+    /// dollar (EIP-2612 permits, EIP-3009 authorizations), gives each
+    /// viewer 1,000 of it and no ETH at all, so viewers start with a
+    /// gasless open whose gas the server pays.
+    #[arg(long)]
+    token: bool,
     /// A video to sell instead of the generated test pattern.
     #[arg(long)]
     video: Option<PathBuf>,
@@ -112,7 +120,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let server_key_file = data_dir.join("server.key");
     write_key(&server_key_file, &dev_keys[1])?;
-    let viewers = &dev_keys[2..];
+    let token = match args.token {
+        true => Some(deploy_token(&rpc_url, &dev_keys[0]).await?),
+        false => None,
+    };
+    // With a token, fresh viewers holding the token and no ETH: the only
+    // way they can start is gasless.
+    let fresh_viewers: Vec<SigningKey>;
+    let viewers: &[SigningKey] = match token {
+        Some(token) => {
+            fresh_viewers = (0..2).map(|_| tollstream_client::wallet::random_key()).collect();
+            fund_viewers(&rpc_url, &dev_keys[0], token, &fresh_viewers).await?;
+            &fresh_viewers
+        }
+        None => &dev_keys[2..],
+    };
+    let window_price = match (args.window_price, token) {
+        (Some(price), _) => price,
+        (None, Some(_)) => Amount::from(TOKEN_UNITS_PER_SECOND * args.window_seconds.ceil().max(1.0) as u64),
+        (None, None) => Amount::from(100_000_000_000_000u64),
+    };
     for (index, key) in viewers.iter().enumerate() {
         write_key(&data_dir.join(format!("viewer-{}.key", index + 1)), key)?;
     }
@@ -124,13 +151,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
     let server_url = format!("{scheme}://{}", listener.local_addr()?);
-    let demo = json!({
+    let mut demo = json!({
         "server_url": server_url,
         "rpc_url": rpc_url,
         "chain_id": chain_id,
         "contract": contract.to_checksum(None),
         "viewer_private_keys": viewers.iter().map(|k| format!("0x{}", hex(&k.to_bytes()))).collect::<Vec<_>>(),
     });
+    if let Some(token) = token {
+        demo["token"] = json!(token.to_checksum(None));
+        demo["token_symbol"] = json!(TOKEN_SYMBOL);
+        demo["token_decimals"] = json!(TOKEN_DECIMALS);
+    }
     std::fs::write(data_dir.join("demo.json"), serde_json::to_string_pretty(&demo)? + "\n")?;
 
     let config = ServeConfig {
@@ -153,7 +185,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         contract,
         wallet_key_file: server_key_file,
         window_seconds: args.window_seconds,
-        window_price: args.window_price,
+        window_price,
+        token,
+        no_gasless_open: false,
+        gasless_opens: 8,
         pay_timeout: 10.0,
         min_channel_seconds: 86_400,
         settle_margin: 3_600,
@@ -181,7 +216,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Tollstream demo is running.");
     println!("  player page:  {server_url}/");
     println!("  chain:        {rpc_url} (chain {chain_id}), contract {}", contract.to_checksum(None));
-    println!("  price:        {} wei per {} s window", args.window_price, args.window_seconds);
+    let (symbol, decimals) = if token.is_some() { (TOKEN_SYMBOL, TOKEN_DECIMALS) } else { ("ETH", 18) };
+    println!(
+        "  price:        {} ({window_price} units per {} s window)",
+        format_price_per_hour(window_price.0, args.window_seconds, decimals, symbol),
+        args.window_seconds
+    );
+    if let Some(token) = token {
+        println!("  token:        {TOKEN_SYMBOL} at {}; viewers hold 1,000 of it and no ETH", token.to_checksum(None));
+    }
     let ca_cert = args.tls_cert.as_ref().map(|cert| format!(" --ca-cert {}", cert.display())).unwrap_or_default();
     println!("  watch it:     {exe} watch {server_url}{ca_cert} --rpc-url {rpc_url} \\");
     println!(
@@ -195,6 +238,45 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tollstream_server::run(state, vec![listener], super::shutdown_signal()).await?;
     drop(anvil);
     eprintln!("demo stopped");
+    Ok(())
+}
+
+/// The test dollar's symbol and decimals (contracts/TestStablecoin.sol).
+const TOKEN_SYMBOL: &str = "tUSD";
+const TOKEN_DECIMALS: u8 = 6;
+/// The token demo's default price: 200 units (0.0002 dollar) a second.
+const TOKEN_UNITS_PER_SECOND: u64 = 200;
+/// What each token-demo viewer is given: 1,000 dollars.
+const VIEWER_DOLLARS: u64 = 1_000;
+
+/// Deploys the test dollar with the deployer as its minter.
+async fn deploy_token(rpc_url: &str, deployer: &SigningKey) -> anyhow::Result<tollstream_protocol::Address> {
+    let token = deploy_test_stablecoin(connect_provider(rpc_url, Some(deployer))?)
+        .await
+        .with_context(|| format!("cannot deploy the test dollar on {rpc_url}"))?;
+    eprintln!("deployed the test dollar ({TOKEN_SYMBOL}) at {}", token.to_checksum(None));
+    Ok(token)
+}
+
+/// Mints each viewer its dollars, and nothing else: they hold no ETH.
+async fn fund_viewers(
+    rpc_url: &str,
+    minter: &SigningKey,
+    token: tollstream_protocol::Address,
+    viewers: &[SigningKey],
+) -> anyhow::Result<()> {
+    let contract = TestStablecoin::new(token, connect_provider(rpc_url, Some(minter))?);
+    let amount = U256::from(VIEWER_DOLLARS) * U256::from(10u64).pow(U256::from(TOKEN_DECIMALS));
+    for viewer in viewers {
+        contract
+            .mint(viewer.address(), amount)
+            .send()
+            .await
+            .context("cannot mint the test dollar")?
+            .get_receipt()
+            .await
+            .context("cannot mint the test dollar")?;
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use tollstream_client::wallet::load_wallet;
 use tollstream_client::{Event, Step, Tls, Viewer, ViewerError};
 use tollstream_protocol::{ChannelState, U256};
 use tollstream_protocol::{ErrorCode, ProtocolError, Secret};
+use tollstream_protocol::{format_amount, format_price_per_hour};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -76,18 +77,31 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let channel = match viewer.resume().await? {
         Some(state) => {
             eprintln!(
-                "resuming channel {} at payment {} ({} wei left)",
-                state.channel_id, state.client_sequence_number, state.client_balance
+                "resuming channel {} at payment {} ({} left)",
+                state.channel_id,
+                state.client_sequence_number,
+                amount(&info, state.client_balance)
             );
             state
         }
         None => {
             let windows = windows_to_buy(&args, info.window_seconds)?;
             let lifetime = args.channel_lifetime.unwrap_or(2 * info.min_channel_seconds.max(3_600));
+            let how = if info.gasless_open && info.token != tollstream_protocol::NATIVE_TOKEN {
+                "gasless: one signature, the server sends the open"
+            } else {
+                "a transaction of this wallet"
+            };
             eprintln!(
-                "opening a channel for {windows} windows ({} s) at {} wei each…",
+                "opening a channel for {windows} windows ({} s) at {} ({} per window; {how})…",
                 (windows as f64 * info.window_seconds).round(),
-                info.window_price
+                format_price_per_hour(
+                    info.window_price.0,
+                    info.window_seconds,
+                    info.token_decimals,
+                    &info.token_symbol
+                ),
+                amount(&info, info.window_price),
             );
             viewer.buy(&args.rpc_url, windows, lifetime).await.map_err(|e| rpc_error(e, Some(info.chain_id)))?
         }
@@ -137,8 +151,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 payments += 1;
                 bar.set_position(state.client_sequence_number);
                 bar.set_message(format!(
-                    "{} wei left · {} s bought",
-                    state.client_balance,
+                    "{} left · {} s bought",
+                    amount(&info, state.client_balance),
                     (state.client_sequence_number as f64 * info.window_seconds).round()
                 ));
                 tracing::debug!(seq = state.client_sequence_number, "paid");
@@ -174,8 +188,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     match outcome {
         Outcome::Interrupted | Outcome::Enough => {
             let _ = viewer.stop().await;
-            let left = viewer.channel().map(|c| c.client_balance.to_string()).unwrap_or_default();
-            say(format!("paid {payments} windows; stopped; channel kept with {left} wei for next time"));
+            let left = viewer.channel().map(|c| amount(&info, c.client_balance)).unwrap_or_default();
+            say(format!("paid {payments} windows; stopped; channel kept with {left} for next time"));
         }
         Outcome::Spent => say(format!("paid {payments} windows; the channel is spent")),
         Outcome::Stopped(error) if error.code == tollstream_protocol::ErrorCode::StreamEnded => {
@@ -295,4 +309,10 @@ fn progress_bar(total_windows: u64) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+/// An amount in the server's token, as a person reads it ("$0.60",
+/// "0.0001 ETH").
+fn amount(info: &tollstream_protocol::ServerInfo, value: tollstream_protocol::Amount) -> String {
+    format_amount(value.0, info.token_decimals, &info.token_symbol)
 }

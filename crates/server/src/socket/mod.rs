@@ -5,6 +5,7 @@ mod ack_requested;
 mod latest_state;
 pub mod limits;
 mod new_channel;
+pub mod open_channel;
 mod play;
 mod public_key;
 mod reply;
@@ -49,6 +50,7 @@ pub async fn register_handlers(socket: SocketRef, State(state): State<AppState>)
     socket.on(event::PUBLIC_KEY, public_key::handle);
     socket.on(event::LATEST_STATE, latest_state::handle);
     socket.on(event::NEW_CHANNEL, new_channel::handle);
+    socket.on(event::OPEN_CHANNEL, open_channel::handle);
     socket.on(event::PLAY, play::handle);
     socket.on(event::STOP, stop::handle);
     // An event no handler takes still costs a request.
