@@ -355,6 +355,7 @@ async function buy(seconds) {
       await session.announce({ channelId, wallet: app.wallet.address, deposit });
     } else if (gasless(server)) {
       const open = await app.wallet.authorizeOpen(terms);
+      app.message = { kind: 'info', text: 'Signed. The server is opening your purchase on chain…', code: '' };
       update();
       await session.openGasless({ wallet: app.wallet.address, deposit, open });
     } else {

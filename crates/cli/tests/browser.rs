@@ -1,6 +1,7 @@
 //! The player page in headless Chromium against `tollstream demo`: buy,
-//! watch, reload, pause and spend (`tests/browser/player.mjs`), over http
-//! and once over https; its modules' unit tests
+//! watch, reload, pause and spend (`tests/browser/player.mjs`), over http,
+//! once over https, and once in a test dollar with a gasless open
+//! (`demo --token`); its modules' unit tests
 //! (`tests/browser/web-modules.test.mjs`); and the embedded bundle is the
 //! one its sources build.
 //!
@@ -23,8 +24,9 @@ static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 /// Runs `player.mjs` against `server` with `extra` arguments and
 /// environment, and checks its summary: the minute bought was watched to
-/// the end, in 10 windows.
-fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) {
+/// the end, in 10 windows, after one wallet confirmation. The summary is
+/// returned for further checks.
+fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) -> serde_json::Value {
     assert!(Path::new(CHROMIUM).exists(), "this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _one_browser = ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner);
@@ -43,7 +45,9 @@ fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) {
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["windows"], 10, "{summary}");
+    assert_eq!(summary["wallet_prompts"], 1, "{summary}");
     assert!(out.join("player-playing.png").exists());
+    summary
 }
 
 /// The demo that both browser runs watch: 6 s windows of a 90 s video,
@@ -73,6 +77,29 @@ fn the_player_page_plays_over_https_in_chromium() {
     let demo = Demo::start(&[&DEMO_ARGS[..], &["--tls-cert", &cert, "--tls-key", &key]].concat());
     assert!(demo.url.starts_with("https://"), "{}", demo.url);
     run_player(&demo.url, "player-test-https", &["--server-cert", &cert], &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)]);
+}
+
+/// The same run on a demo that sells in a test dollar (`demo --token`):
+/// its viewers hold the token and no ETH, so the page must open its
+/// channel gaslessly (`openChannel` with an EIP-3009 authorization the
+/// wallet signs once). `player.mjs --token` checks the dollar prices and
+/// balances, the single wallet prompt, and that the viewer's ETH balance
+/// stays 0 with no transaction sent.
+#[test]
+fn the_player_page_buys_gaslessly_in_a_test_dollar_in_chromium() {
+    let demo = Demo::start(&[&DEMO_ARGS[..], &["--token"]].concat());
+    let json = demo.demo_json();
+    let summary = run_player(&demo.url, "player-test-token", &["--token"], &[]);
+    assert_eq!(summary["token_symbol"], "tUSD", "{summary}");
+    assert_eq!(
+        summary["token"].as_str().map(str::to_lowercase),
+        json["token"].as_str().map(str::to_lowercase),
+        "{summary}"
+    );
+    assert_eq!(summary["viewer_eth_wei"], "0", "{summary}");
+    assert_eq!(summary["viewer_transactions"], 0, "{summary}");
+    // 200 units of the dollar per second of a 6 s window: $0.72 an hour.
+    assert_eq!(summary["window_price"], "1200", "{summary}");
 }
 
 #[test]
