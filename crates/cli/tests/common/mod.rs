@@ -775,3 +775,65 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// The test dollar (`TestStablecoin`: tUSD, 6 decimals, EIP-2612 and
+/// EIP-3009) deployed for one test, and the wallet that may mint it.
+pub struct TestDollar {
+    pub address: Address,
+    minter: SigningKey,
+}
+
+impl TestDollar {
+    /// Mints `units` (the token's smallest unit) to `to` and waits until
+    /// the mint is mined.
+    pub async fn mint(&self, chain: &TestChain, to: Address, units: U256) {
+        let provider = connect_provider(&chain.node_rpc(), Some(&self.minter)).unwrap();
+        let token = tollstream_chain::TestStablecoin::new(self.address, provider);
+        let receipt = token.mint(to, units).send().await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status(), "the mint succeeds");
+    }
+
+    /// `serve` flags that sell channels in this token.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec!["--token".into(), self.address.to_checksum(None)]
+    }
+}
+
+/// Deposit tokens on the test's chain.
+impl TestChain {
+    /// Deploys a test dollar of this test's own, minted by a new funded
+    /// wallet.
+    pub async fn deploy_test_dollar(&self) -> TestDollar {
+        let minter = self.node().funded_wallet(U256::from(10 * ETH)).await.unwrap();
+        let address =
+            tollstream_chain::deploy_test_stablecoin(connect_provider(&self.node_rpc(), Some(&minter)).unwrap())
+                .await
+                .unwrap();
+        TestDollar { address, minter }
+    }
+
+    /// A new wallet holding `units` of `dollar` and no ETH at all.
+    pub async fn dollar_wallet(&self, dollar: &TestDollar, units: U256) -> SigningKey {
+        let wallet = tollstream_client::wallet::random_key();
+        if !units.is_zero() {
+            dollar.mint(self, wallet.address(), units).await;
+        }
+        wallet
+    }
+
+    /// `account`'s balance of ERC-20 `token`, in its smallest unit.
+    pub async fn token_balance(&self, token: Address, account: Address) -> U256 {
+        tollstream_chain::token_balance(&self.provider(), token, account).await.unwrap()
+    }
+}
+
+impl ServerProcess {
+    /// Sets `flag` to `value` for the next [`restart`](Self::restart)
+    /// (replacing the flag's value, or adding the flag).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.command.iter().position(|arg| arg == flag) {
+            Some(at) => self.command[at + 1] = value.to_owned(),
+            None => self.command.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+}
