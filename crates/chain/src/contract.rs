@@ -2,6 +2,9 @@
 //! by `sol!` from the committed artifacts (`contracts/*.json`), and their
 //! deployment.
 
+// The generated call builders take one argument per Solidity parameter.
+#![allow(clippy::too_many_arguments)]
+
 use crate::error::ChainError;
 use alloy::primitives::Address;
 use alloy::providers::Provider;

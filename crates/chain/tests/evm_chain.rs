@@ -283,9 +283,13 @@ async fn reads_agree_with_the_node_and_a_reorg_takes_the_open_back() {
 
     let channel = chain.channel(id).await.unwrap();
     assert_eq!(
-        (channel.status, channel.client, channel.payee, channel.signer, channel.deposit),
-        (ChannelStatus::Open, node.client.address(), node.payee.address(), node.session.address(), eth(1))
+        (channel.status, channel.client, channel.token, channel.deposit),
+        (ChannelStatus::Open, node.client.address(), Address::ZERO, eth(1))
     );
+    assert!(channel.is_for(node.payee.address(), node.session.address()), "the terms commit to payee and signer");
+    assert!(!channel.is_for(node.session.address(), node.payee.address()));
+    let opened = chain.opened_terms(id, 0, head.number).await.unwrap();
+    assert_eq!(opened, Some((node.payee.address(), node.session.address())), "the Opened event names them");
     assert_eq!(chain.channel(B256::random()).await.unwrap().status, ChannelStatus::None);
     assert_eq!(chain.nonce(node.client.address()).await.unwrap(), 1);
     assert_eq!(chain.nonce(node.payee.address()).await.unwrap(), 0);
