@@ -48,5 +48,5 @@ pub use fees::Fees;
 pub use rpc::RpcOptions;
 pub use signed_tx::SignedTx;
 pub use token::{AuthorizedOpen, TokenInfo, token_balance, token_info};
-pub use tx_manager::{StartError, Started, TxManager};
+pub use tx_manager::{RecordCloses, StartError, Started, TxManager};
 pub use viewer::{OpenRequest, Opened, channels_opened_by, open_channel, open_token_channel, refund_channel};

@@ -44,6 +44,19 @@ pub struct TxManager {
     in_flight: Mutex<BTreeSet<u64>>,
 }
 
+/// Where [`TxManager::start_closes`] records a signed close before it is
+/// broadcast (a trait rather than a closure, so that the future of a
+/// caller holding one stays `Send`).
+#[async_trait::async_trait]
+pub trait RecordCloses: Send + Sync {
+    type Error: std::error::Error + Send + 'static;
+
+    /// Records `tx`, which closes `entries`, signed when the latest block
+    /// was `head`, if every entry's state is still the latest stored;
+    /// otherwise records nothing and returns the channels that are stale.
+    async fn record(&self, tx: &SignedTx, entries: &[ChannelState], head: u64) -> Result<Vec<B256>, Self::Error>;
+}
+
 /// A close [`start_closes`](TxManager::start_closes) recorded and sent.
 #[derive(Debug)]
 pub struct Started {
@@ -142,11 +155,11 @@ impl TxManager {
     /// # Errors
     /// `Chain` (`Reverted` when the call would fail as a whole;
     /// `Unavailable`); `Record` when `record` fails.
-    pub async fn start_closes<E: std::error::Error + 'static>(
+    pub async fn start_closes<R: RecordCloses + ?Sized>(
         &self,
         states: Vec<ChannelState>,
-        mut record: impl AsyncFnMut(&SignedTx, &[ChannelState], u64) -> Result<Vec<B256>, E>,
-    ) -> Result<Option<Started>, StartError<E>> {
+        record: &R,
+    ) -> Result<Option<Started>, StartError<R::Error>> {
         let mut states = states;
         let many = match states.as_slice() {
             [] => return Ok(None),
@@ -167,7 +180,7 @@ impl TxManager {
         let tx = loop {
             let input = if many { close_many_calldata(&states) } else { close_calldata(&states[0]) };
             let tx = self.chain.sign(&PayeeCall::Registry(input), nonce, gas_limit, fees).await?;
-            let stale = record(&tx, &states, head).await.map_err(StartError::Record)?;
+            let stale = record.record(&tx, &states, head).await.map_err(StartError::Record)?;
             if stale.is_empty() {
                 break tx;
             }
@@ -301,6 +314,23 @@ mod tests {
     #[error("never")]
     struct Never;
 
+    /// Records nothing, calling `stale` stale; remembers each record's
+    /// nonce and size.
+    struct Recorder {
+        stale: Vec<B256>,
+        records: std::sync::Mutex<Vec<(u64, usize)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl RecordCloses for Recorder {
+        type Error = Never;
+
+        async fn record(&self, tx: &SignedTx, entries: &[ChannelState], _: u64) -> Result<Vec<B256>, Never> {
+            self.records.lock().unwrap().push((tx.nonce, entries.len()));
+            Ok(entries.iter().map(|s| s.channel_id).filter(|id| self.stale.contains(id)).collect())
+        }
+    }
+
     fn as_close(tx: &SignedTx, head: u64) -> CloseTx {
         CloseTx {
             nonce: tx.nonce,
@@ -347,19 +377,18 @@ mod tests {
         let manager = TxManager::new(chain.clone(), POLICY).unwrap();
         let states: Vec<_> = (1..=3).map(|id| chain.open_paid_channel(id, 3, 1)).collect();
         let stale = states[1].channel_id;
-        let mut records = Vec::new();
-        let started = manager
-            .start_closes(states.clone(), async |tx: &SignedTx, entries: &[ChannelState], _| {
-                records.push((tx.nonce, entries.len()));
-                // A payment landed on the second channel: its state is stale.
-                let stale: Vec<B256> = entries.iter().map(|s| s.channel_id).filter(|id| *id == stale).collect();
-                Ok::<_, Never>(stale)
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(records, vec![(0, 3), (0, 2)], "signed again at the same nonce without the stale entry");
-        assert_eq!(started.states.iter().map(|s| s.channel_id).collect::<Vec<_>>(), [states[0].channel_id, states[2].channel_id]);
+        // A payment landed on the second channel: its state is stale.
+        let recorder = Recorder { stale: vec![stale], records: Default::default() };
+        let started = manager.start_closes(states.clone(), &recorder).await.unwrap().unwrap();
+        assert_eq!(
+            *recorder.records.lock().unwrap(),
+            vec![(0, 3), (0, 2)],
+            "signed again at the same nonce without the stale entry"
+        );
+        assert_eq!(
+            started.states.iter().map(|s| s.channel_id).collect::<Vec<_>>(),
+            [states[0].channel_id, states[2].channel_id]
+        );
         assert_eq!(started.sent.unwrap(), Sent::Accepted);
         assert_eq!(chain.sent().len(), 1, "only the close recorded whole is sent");
         chain.mine();
@@ -367,12 +396,7 @@ mod tests {
         assert_eq!(chain.close_many_sizes(), vec![2]);
         assert_eq!(chain.closes_of(stale), 0);
         // A batch all of whose entries are stale sends nothing and keeps no nonce.
-        let none = manager
-            .start_closes(vec![states[1].clone()], async |_: &SignedTx, entries: &[ChannelState], _| {
-                Ok::<_, Never>(entries.iter().map(|s| s.channel_id).collect())
-            })
-            .await
-            .unwrap();
+        let none = manager.start_closes(vec![states[1].clone()], &recorder).await.unwrap();
         assert!(none.is_none());
         assert_eq!(manager.in_flight.lock().await.len(), 1);
     }
@@ -383,11 +407,8 @@ mod tests {
         let manager = TxManager::new(chain.clone(), POLICY).unwrap();
         let states: Vec<_> = (1..=3).map(|id| chain.open_paid_channel(id, 3, 1)).collect();
         chain.refund(states[0].channel_id);
-        let started = manager
-            .start_closes(states.clone(), async |_: &SignedTx, _: &[ChannelState], _| Ok::<_, Never>(Vec::new()))
-            .await
-            .unwrap()
-            .unwrap();
+        let recorder = Recorder { stale: Vec::new(), records: Default::default() };
+        let started = manager.start_closes(states.clone(), &recorder).await.unwrap().unwrap();
         chain.mine();
         let receipt = chain.receipt(started.tx.hash).await.unwrap().unwrap();
         assert!(receipt.success, "a skipped entry does not revert the batch");

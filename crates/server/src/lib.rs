@@ -188,7 +188,8 @@ pub async fn run(
                             state.opens.clone(),
                             state.metrics.clone(),
                             state.log_range_blocks,
-                        );
+                        )
+                        .with_batch_size(state.close_batch_size);
                         settlement.run(state.settle_interval, lost).await;
                     }
                 })

@@ -1,6 +1,8 @@
 //! Prometheus metrics, served as text at `/metrics`.
 
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tollstream_protocol::{Amount, ErrorCode};
 
 /// Every metric the server keeps.
@@ -28,7 +30,13 @@ pub struct Metrics {
     pub close_gas_needed_wei: Gauge,
     /// 1 while the payee's balance covers less than twice that.
     pub payee_gas_low: IntGauge,
-    /// Closes re-signed at the same nonce with higher fees.
+    /// Channels closed by each close transaction sent (`--close-batch-size`
+    /// at most; 1 for a plain `close`).
+    pub close_batch_size: Histogram,
+    /// Entries of confirmed closes the registry skipped (the channel was
+    /// closed, refunded or expired first): each is read again.
+    pub close_entries_skipped: IntCounter,
+    /// Close transactions re-signed at the same nonce with higher fees.
     pub close_fee_bumps: IntCounter,
     /// Mined closes that a reorg removed (and that were sent again).
     pub closes_reorged: IntCounter,
@@ -115,6 +123,16 @@ impl Metrics {
                 "1 while the payee wallet holds less than twice the gas its closes need",
             )
             .expect("valid"),
+            close_batch_size: Histogram::with_opts(
+                HistogramOpts::new("tollstream_close_batch_size", "Channels closed by each close transaction sent")
+                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
+            )
+            .expect("valid"),
+            close_entries_skipped: IntCounter::new(
+                "tollstream_close_entries_skipped_total",
+                "Entries of confirmed close transactions the registry skipped; their channels are read again",
+            )
+            .expect("valid"),
             close_fee_bumps: IntCounter::new(
                 "tollstream_close_fee_bumps_total",
                 "Closes re-signed at the same nonce with higher fees",
@@ -189,7 +207,7 @@ impl Metrics {
             .expect("valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
             Box::new(metrics.active_streams.clone()),
             Box::new(metrics.payments_accepted.clone()),
             Box::new(metrics.payments_refused.clone()),
@@ -201,6 +219,8 @@ impl Metrics {
             Box::new(metrics.payee_balance_wei.clone()),
             Box::new(metrics.close_gas_needed_wei.clone()),
             Box::new(metrics.payee_gas_low.clone()),
+            Box::new(metrics.close_batch_size.clone()),
+            Box::new(metrics.close_entries_skipped.clone()),
             Box::new(metrics.close_fee_bumps.clone()),
             Box::new(metrics.closes_reorged.clone()),
             Box::new(metrics.closes_nonce_taken.clone()),

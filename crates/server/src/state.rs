@@ -60,6 +60,8 @@ pub struct Inner {
     pub cluster: Cluster,
     /// `--log-range-blocks`: the widest `eth_getLogs` range.
     pub log_range_blocks: u64,
+    /// `--close-batch-size`: the most channels one close transaction settles.
+    pub close_batch_size: usize,
     /// Cancelled on shutdown; streaming tasks stop at their next wait.
     pub shutdown: CancellationToken,
     /// Every streaming task, so shutdown can wait for in-flight writes.
@@ -146,6 +148,7 @@ impl AppState {
             unconfirmed_windows: config.unconfirmed_windows,
             tx_policy,
             log_range_blocks: config.log_range_blocks,
+            close_batch_size: usize::try_from(config.close_batch_size).unwrap_or(usize::MAX),
             cluster,
             store,
             chain,

@@ -193,6 +193,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         min_channel_seconds: 86_400,
         settle_margin: 3_600,
         settle_interval: 2.0,
+        close_batch_size: 20,
         streams: Vec::new(),
         commit_per_payment: false,
         // Loopback only, a handful of viewers: the limits a public server

@@ -248,7 +248,10 @@ async fn batched_closes_are_all_or_nothing_and_share_their_versions(store: &dyn 
     assert!(store.record_closes(&without, &batch, 7).await.unwrap().is_empty());
     for id in [entries[0].0, entries[2].0] {
         let channel = store.channel(&id).await.unwrap().unwrap();
-        assert_eq!((channel.status, channel.close_tx, channel.close_nonce), (ChannelStatus::Closing, Some(batch.hash), Some(3)));
+        assert_eq!(
+            (channel.status, channel.close_tx, channel.close_nonce),
+            (ChannelStatus::Closing, Some(batch.hash), Some(3))
+        );
         let record = store.close_record(&id).await.unwrap().unwrap();
         assert_eq!((record.attempts, record.signed_at_block), (vec![batch.clone()], 7));
     }
