@@ -82,7 +82,7 @@ async fn status(args: &ChannelArgs) -> anyhow::Result<()> {
         } else {
             "expired".to_owned()
         };
-        println!("{id:#x}  {:?}  deposit {} wei  {expiry}", channel.status, channel.deposit);
+        println!("{id:#x}  {:?}  deposit {}  {expiry}", channel.status, deposit(&channel));
     }
     Ok(())
 }
@@ -104,7 +104,7 @@ async fn refund(args: &ChannelArgs, only: Option<B256>) -> anyhow::Result<()> {
         match channel.status {
             ChannelStatus::Open if channel.expires_at <= now => {
                 let tx = refund_channel(&args.rpc_url, &wallet, contract, id).await?;
-                println!("{id:#x}: refunded {} wei (tx {tx:#x})", channel.deposit);
+                println!("{id:#x}: refunded {} (tx {tx:#x})", deposit(&channel));
                 refunded += 1;
             }
             ChannelStatus::Open => println!("{id:#x}: not expired yet ({} s left)", channel.expires_at - now),
@@ -115,4 +115,13 @@ async fn refund(args: &ChannelArgs, only: Option<B256>) -> anyhow::Result<()> {
         bail!("nothing was refunded");
     }
     Ok(())
+}
+
+/// A channel's deposit with its unit: wei, or the token's smallest unit.
+fn deposit(channel: &tollstream_chain::OnChainChannel) -> String {
+    if channel.token.is_zero() {
+        format!("{} wei", channel.deposit)
+    } else {
+        format!("{} units of token {}", channel.deposit, channel.token.to_checksum(None))
+    }
 }

@@ -86,7 +86,7 @@ pub(super) async fn accept(
     // Accepted at once; until its open is deep enough, the streaming loop
     // sells at most `--unconfirmed-windows` windows on it.
     let (open, block) =
-        state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(&opening))?;
+        state.opens.locate(state.chain.as_ref(), opening.channel_id).await.map_err(chain_error(opening))?;
     let settle_by = crate::settle::settle_by(onchain.expires_at, state.settle_margin);
     let stored = state.store.insert_channel(opening, onchain.expires_at, settle_by, open, block).await?;
     state.opens.track(opening.channel_id, stored.open_state, stored.open_block);
@@ -159,9 +159,10 @@ async fn terms_mismatch(state: &AppState, opening: &ChannelState, payee: Address
             ErrorCode::WrongPayee,
             format!("the channel pays {}, not this server", opened_payee.to_checksum(None)),
         ),
-        Ok(Some(_)) => {
-            refused(ErrorCode::InvalidSignature, "the channel's signer on chain is not the address of client_public_key")
-        }
+        Ok(Some(_)) => refused(
+            ErrorCode::InvalidSignature,
+            "the channel's signer on chain is not the address of client_public_key",
+        ),
         _ => refused(ErrorCode::WrongPayee, "the channel is not for this server's payee and client_public_key"),
     }
 }
