@@ -236,3 +236,59 @@ async fn refunds_after_expiry_are_recorded_and_a_lost_balance_is_reported() {
     assert_eq!(metrics["tollstream_wei_lost_to_refunds_total"], PRICE as f64);
     assert!(server.log().contains("LOSS"), "the loss is logged");
 }
+
+#[tokio::test]
+async fn channels_due_together_are_closed_by_one_close_many_and_the_payee_gets_their_sum() {
+    let chain = TestChain::own().await;
+    let server = ServerProcess::start(&chain, &ServerOptions::default());
+    // Three viewers pay 1, 2 and 3 windows of 10 and leave: nothing is due.
+    let mut viewers = Vec::new();
+    let mut stored = Vec::new();
+    for paid in 1..=3u64 {
+        let mut viewer = Viewer::connect(&server.url, chain.viewer_wallet().await).await.unwrap();
+        viewer.buy(&chain.rpc, 10, LIFETIME).await.unwrap();
+        pay(&mut viewer, paid).await;
+        stored.push(until(&server, &viewer, |c| c.state.client_sequence_number == paid).await);
+        viewers.push(viewer);
+    }
+    assert!(stored.iter().all(|c| c.status == ChannelStatus::Open), "nothing is due yet");
+
+    // Into every channel's settlement margin at once, before any expires.
+    let payee_before = reader(&chain).get_balance(chain.server_wallet.address()).await.unwrap();
+    let now = reader(&chain).get_block_by_number(Default::default()).await.unwrap().unwrap().header.timestamp;
+    let latest = stored.iter().map(|c| c.settle_by).max().unwrap();
+    assert!(stored.iter().all(|c| latest < c.expires_at));
+    chain.node().increase_time(latest - now + 1).await.unwrap();
+    rpc(&chain, "evm_mine", serde_json::json!([])).await;
+
+    let mut closed = Vec::new();
+    for viewer in &viewers {
+        closed.push(until(&server, viewer, |c| c.status == ChannelStatus::Closed).await);
+    }
+    // One transaction closed all three ...
+    let tx = closed[0].close_tx.expect("the close transaction is recorded");
+    assert!(closed.iter().all(|c| c.close_tx == Some(tx)), "one transaction: {closed:?}");
+    let receipt = reader(&chain).get_transaction_receipt(tx).await.unwrap().unwrap();
+    assert!(receipt.status());
+    let events: Vec<_> = receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|log| log.log_decode::<TollstreamChannels::Closed>().ok())
+        .map(|closed| closed.inner.data)
+        .collect();
+    assert_eq!(events.len(), 3, "a Closed event per channel");
+    for channel in &closed {
+        let event = events.iter().find(|e| e.channelId == channel.state.channel_id).expect("its Closed event");
+        assert_eq!(event.serverBalance, channel.state.server_balance.0);
+        assert_eq!(closes_of(&chain, channel.state.channel_id).await, 1);
+    }
+    // ... and the payee got exactly the sum of their balances, less its gas.
+    let payee_after = reader(&chain).get_balance(chain.server_wallet.address()).await.unwrap();
+    assert_eq!(payee_after + gas_cost(&chain, tx).await - payee_before, U256::from(6 * PRICE));
+    let metrics = server.metrics().await;
+    assert_eq!(metrics["tollstream_wei_settled_total"], (6 * PRICE) as f64);
+    assert_eq!(metrics["tollstream_close_batch_size_count"], 1.0);
+    assert_eq!(metrics["tollstream_close_batch_size_sum"], 3.0);
+    assert_eq!(metrics["tollstream_close_entries_skipped_total"], 0.0);
+}
