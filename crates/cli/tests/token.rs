@@ -487,3 +487,31 @@ async fn an_eth_server_names_the_native_coin_and_refuses_open_channel() {
     assert_eq!(open_refused(&client, &request).await, ErrorCode::BadRequest);
     assert_eq!(chain.nonce(info.wallet_address, true).await, nonce_before);
 }
+
+/// Without a gasless open, a viewer that holds ETH and the token opens with
+/// an EIP-2612 permit: one transaction of its own (no separate approve),
+/// and the server accepts the channel announced with `newChannel`.
+#[tokio::test]
+async fn without_gasless_opens_the_viewer_opens_with_one_permit_transaction() {
+    let (chain, dollar, server) =
+        token_server(ServerOptions { extra_args: common::args(&["--no-gasless-open"]), ..ServerOptions::default() })
+            .await;
+    let wallet = chain.viewer_wallet().await;
+    dollar.mint(&chain, wallet.address(), units(5)).await;
+    let nonce_before = chain.nonce(wallet.address(), false).await;
+    let mut viewer = Viewer::connect(&server.url, wallet.clone()).await.unwrap();
+    assert!(!viewer.info().gasless_open);
+
+    let opening = viewer.buy(&chain.node_rpc(), 3, LIFETIME).await.unwrap();
+    assert_eq!(chain.nonce(wallet.address(), false).await, nonce_before + 1, "one transaction: the permit open");
+    assert_eq!(opening.client_balance.0, units(3));
+    assert_eq!(chain.token_balance(dollar.address, wallet.address()).await, units(2));
+    assert_eq!(chain.token_balance(dollar.address, chain.contract).await, units(3), "the registry holds the deposit");
+    let allowance = TestStablecoin::new(dollar.address, connect_provider(&chain.node_rpc(), None).unwrap())
+        .allowance(wallet.address(), chain.contract)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(allowance, U256::ZERO, "the permit's allowance is spent by the open");
+    assert_eq!(chain.channel_status(opening.channel_id).await, 1);
+}
