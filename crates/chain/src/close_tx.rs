@@ -3,6 +3,11 @@
 //! ([`crate::tx_manager`]) does the I/O and persists every step; this
 //! module decides, so each rule can be tested with no chain and no clock.
 //!
+//! A close is one transaction: a `close` of one channel or a `closeMany`
+//! of a batch; either way it is signed, recorded and sent at one nonce
+//! and lives as one `CloseTx` (which of a batch's entries closed is read
+//! from its receipt once it is confirmed, by the caller).
+//!
 //! A close is signed, recorded and sent at one nonce. Until that nonce is
 //! used on chain it may be re-signed at the *same* nonce with higher fees
 //! (every version is kept; whichever is mined wins). It counts once its
