@@ -363,6 +363,22 @@ pub fn payee_request(
     })
 }
 
+/// Gas the registry forwards with a native-coin payout to a client
+/// (`CLIENT_TRANSFER_GAS` in the contract).
+pub const CLIENT_PAYOUT_GAS: u64 = 50_000;
+
+/// The gas limit of a close (or a batch) whose simulation used `estimate`:
+/// a fifth more for a chain that moved since, plus the whole of what the
+/// registry forwards to each client paid a share. A client wallet that is
+/// a contract can use little of it while the node simulates (it can tell,
+/// e.g. by a zero gas price) and all of it when mined; without this, one
+/// such client would make every batch it is in run out of gas and revert,
+/// and honest channels in it would never close. Unused gas is not paid.
+pub fn close_gas_limit(estimate: u64, states: &[ChannelState]) -> u64 {
+    let paying_clients = states.iter().filter(|state| !state.client_balance.0.is_zero()).count() as u64;
+    estimate + estimate / 5 + CLIENT_PAYOUT_GAS * paying_clients
+}
+
 /// The calldata of the registry's `close` with `state`.
 pub fn close_calldata(state: &ChannelState) -> Bytes {
     TollstreamChannels::closeCall {
@@ -513,7 +529,7 @@ impl Chain for EvmChain {
         let call = PayeeCall::Registry(close_many_calldata(states));
         let request = payee_request(self.wallet()?, self.contract, self.chain_id, &call)?;
         let gas = self.provider.estimate_gas(request).await.map_err(ChainError::from_transport)?;
-        Ok(gas + gas / 5)
+        Ok(close_gas_limit(gas, states))
     }
 
     async fn closed_in(&self, tx: TxHash) -> Result<Vec<B256>, ChainError> {
@@ -602,8 +618,7 @@ impl Chain for EvmChain {
 
     async fn estimate_close(&self, state: &ChannelState) -> Result<u64, ChainError> {
         let gas = self.provider.estimate_gas(self.close_request(state)?).await.map_err(ChainError::from_transport)?;
-        // Headroom: the estimate is for the state of the chain now.
-        Ok(gas + gas / 5)
+        Ok(close_gas_limit(gas, std::slice::from_ref(state)))
     }
 
     async fn sign(&self, call: &PayeeCall, nonce: u64, gas_limit: u64, fees: Fees) -> Result<SignedTx, ChainError> {
@@ -644,6 +659,24 @@ impl Chain for EvmChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_budgets_the_whole_client_payout_of_every_paying_entry() {
+        use tollstream_protocol::{Amount, Signature};
+        let state = |client: u64| ChannelState {
+            channel_id: B256::ZERO,
+            channel_address: Address::ZERO,
+            client_wallet_address: Address::ZERO,
+            client_public_key: SigningKey::from_bytes([7; 32]).unwrap().public_key(),
+            client_balance: Amount::from(client),
+            server_balance: Amount::from(10u64),
+            client_sequence_number: 1,
+            client_signature: Signature([0; 65]),
+        };
+        assert_eq!(close_gas_limit(50_000, &[state(0)]), 60_000, "a final state pays no client");
+        assert_eq!(close_gas_limit(50_000, &[state(5)]), 60_000 + CLIENT_PAYOUT_GAS);
+        assert_eq!(close_gas_limit(100_000, &[state(0), state(1), state(2)]), 120_000 + 2 * CLIENT_PAYOUT_GAS);
+    }
 
     #[test]
     fn node_refusals_are_named_not_called_reverts() {

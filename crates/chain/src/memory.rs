@@ -79,6 +79,8 @@ struct State {
     /// Channels whose next close entries the registry refuses (as for a
     /// signature it does not accept), with how many more times.
     refuse: BTreeMap<B256, u32>,
+    /// Channels whose presence makes a whole `closeMany` revert.
+    spoil_batches: std::collections::BTreeSet<B256>,
 }
 
 /// The in-memory chain. Starts at block 0, time 1,000,000, base fee 1 gwei.
@@ -112,6 +114,7 @@ impl MemoryChain {
                 forks: 0,
                 hide_logs: false,
                 refuse: BTreeMap::new(),
+                spoil_batches: Default::default(),
             }),
             wallet: wallet_of(&key),
             payee: key.address(),
@@ -209,7 +212,11 @@ impl MemoryChain {
                 }
                 closes.push((id, server_balance, ok));
             }
-            let reverted = !many && closes.iter().any(|(_, _, ok)| !ok);
+            let reverted = if many {
+                closes.iter().any(|(id, _, _)| state.spoil_batches.contains(id))
+            } else {
+                closes.iter().any(|(_, _, ok)| !ok)
+            };
             effects.push(Effect::Payee { tx: tx.hash, closes, reverted });
             nonce += 1;
         }
@@ -239,6 +246,13 @@ impl MemoryChain {
     /// Mines the client's `refund` of channel `id` (as after expiry).
     pub fn refund(&self, id: B256) {
         self.mine_with(vec![Effect::Refunded { id }]);
+    }
+
+    /// Makes every `closeMany` holding `id` revert as a whole, while a
+    /// plain `close` of it succeeds: what a client wallet that burns the
+    /// gas of its payout did to batches priced without it.
+    pub fn spoil_batches_with(&self, id: B256) {
+        self.lock().spoil_batches.insert(id);
     }
 
     /// Makes the registry refuse the next `times` close entries of `id`

@@ -88,6 +88,8 @@ async fn a_batch_closes_its_good_entries_in_one_transaction_and_skips_a_bad_one(
 
     // The estimate does not revert for the bad entry: the registry skips it.
     let gas = chain.estimate_closes(&states).await.unwrap();
+    // The limit also holds the registry's whole forward to each paid client.
+    let gas = gas - 3 * tollstream_chain::evm::CLIENT_PAYOUT_GAS;
     assert!(gas < 3 * 70_000, "a batch costs less than its closes alone: {gas}");
     let started = manager.start_closes(states.clone(), &Accept).await.unwrap().unwrap();
     assert_eq!(started.sent.unwrap(), Sent::Accepted);
@@ -115,4 +117,77 @@ async fn a_batch_closes_its_good_entries_in_one_transaction_and_skips_a_bad_one(
     assert_eq!(balance_after + fee - balance_before, U256::from(4_000u128));
     // No receipt, no closes.
     assert!(chain.closed_in(B256::repeat_byte(0x42)).await.unwrap().is_empty());
+}
+
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    GasBurningWallet,
+    "../../contracts/test/GasBurningWallet.json"
+);
+
+/// A client wallet that is cheap to pay while the node estimates and burns
+/// the 50,000 gas the registry forwards when mined cannot make a batch run
+/// out of gas: the limit covers every payout in full, so the batch lands,
+/// every channel closes, and the hostile wallet's share is owed to it.
+#[tokio::test]
+async fn a_client_wallet_that_burns_its_payout_gas_cannot_revert_a_batch() {
+    let node = anvil::shared();
+    let deployer = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let contract = deploy(connect_provider(node.endpoint(), Some(&deployer)).unwrap()).await.unwrap();
+    let rpc = connect_provider(node.endpoint(), None).unwrap();
+    let payee = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let chain_id = rpc.get_chain_id().await.unwrap();
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        let client = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+        let session = SigningKey::from_bytes(B256::random().0).unwrap();
+        states.push(open_paid(node, contract, &client, payee.address(), &session, &session, 1_000).await);
+    }
+    let attacker = node.funded_wallet(U256::from(10 * ETH)).await.unwrap();
+    let as_attacker = connect_provider(node.endpoint(), Some(&attacker)).unwrap();
+    let now = rpc.get_block_by_number(BlockNumberOrTag::Latest).await.unwrap().unwrap().header.timestamp;
+    let mut hostile = Vec::new();
+    for _ in 0..3 {
+        let wallet = GasBurningWallet::deploy(&as_attacker).await.unwrap();
+        let session = SigningKey::from_bytes(B256::random().0).unwrap();
+        let salt = B256::random();
+        let open =
+            wallet.openOn(contract, payee.address(), session.address(), now + 3_600, salt).value(U256::from(ETH));
+        assert!(open.send().await.unwrap().get_receipt().await.unwrap().status());
+        let mut state = ChannelState {
+            channel_id: tollstream_protocol::channel_id::channel_id(*wallet.address(), payee.address(), salt),
+            channel_address: contract,
+            client_wallet_address: *wallet.address(),
+            client_public_key: session.public_key(),
+            client_balance: Amount(U256::from(ETH - 1_000)),
+            server_balance: Amount(U256::from(1_000u128)),
+            client_sequence_number: 1,
+            client_signature: Signature([0; 65]),
+        };
+        state.sign(&ChannelDomain::new(chain_id, contract), &session);
+        hostile.push(*wallet.address());
+        states.push(state);
+    }
+    let chain = EvmChain::connect(node.endpoint(), Some(&payee), contract).await.unwrap();
+    let manager = TxManager::new(std::sync::Arc::new(chain.clone()), POLICY).unwrap();
+    let started = manager.start_closes(states.clone(), &Accept).await.unwrap().unwrap();
+    assert_eq!(started.sent.unwrap(), Sent::Accepted);
+    let mut receipt = None;
+    for _ in 0..100 {
+        receipt = chain.receipt(started.tx.hash).await.unwrap();
+        if receipt.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(receipt.expect("mined").success, "the batch did not run out of gas");
+    for state in &states {
+        assert_eq!(chain.channel(state.channel_id).await.unwrap().status, ChannelStatus::Closed);
+    }
+    let registry = tollstream_chain::TollstreamChannels::new(contract, &rpc);
+    for wallet in hostile {
+        let owed = registry.owed(wallet, Address::ZERO).call().await.unwrap();
+        assert_eq!(owed, U256::from(ETH - 1_000), "the refused payout is owed, not lost");
+    }
 }

@@ -209,6 +209,12 @@ pub struct Settlement {
     /// Per failing channel: failures so far and when to try next. The
     /// channels of a batch fail and recover together.
     backoff: HashMap<B256, (u32, Instant)>,
+    /// Channels of a batch that reverted as a whole: each is closed alone
+    /// from then on, so one channel that makes a batch fail (a client
+    /// wallet that burns the gas of its payout, say) cannot keep the
+    /// others of its batch from closing. A lone close is simulated first
+    /// and is not sent when it would fail.
+    alone: std::collections::HashSet<B256>,
     /// Whether the nonces of recorded closes were handed to the manager.
     restored: bool,
     /// Close transactions waiting at the fee cap in the current pass.
@@ -244,6 +250,7 @@ impl Settlement {
             log_range: log_range.max(1),
             batch_size: DEFAULT_CLOSE_BATCH_SIZE,
             backoff: HashMap::new(),
+            alone: Default::default(),
             restored: false,
             at_cap: 0,
             mined_unconfirmed: 0,
@@ -395,6 +402,16 @@ impl Settlement {
                     self.recovered(&[id]);
                     tracing::debug!(channel = %id, ?outcome, "settlement step");
                 }
+                Err(error) if error.is_outage() => return Err(error),
+                Err(error) => self.failed_channels(&[id], &error),
+            }
+        }
+        let (lone, mut closable): (Vec<_>, Vec<_>) =
+            closable.into_iter().partition(|channel| self.alone.contains(&channel.state.channel_id));
+        for channel in lone {
+            let id = channel.state.channel_id;
+            match self.start(vec![channel], head).await {
+                Ok(()) => self.recovered(&[id]),
                 Err(error) if error.is_outage() => return Err(error),
                 Err(error) => self.failed_channels(&[id], &error),
             }
@@ -684,6 +701,9 @@ impl Settlement {
             }
             Decision::Reverted(inclusion) => {
                 tracing::warn!(channels = %Channels(&ids), tx = %inclusion.tx, "close reverted on chain; reading the channels again");
+                if ids.len() > 1 {
+                    self.alone.extend(ids.iter().copied());
+                }
                 for id in &ids {
                     self.store.abandon_close(id).await?;
                 }
@@ -1498,6 +1518,29 @@ mod tests {
         for state in &states {
             assert_eq!(world.status(state.channel_id).await, ChannelStatus::Closed);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_batch_reverts_its_channels_close_alone_and_one_bad_channel_holds_back_none() {
+        let world = World::new(POLICY).await;
+        let states = [
+            world.channel(1, 3, 1, true).await,
+            world.channel(2, 3, 1, true).await,
+            world.channel(3, 3, 1, true).await,
+        ];
+        // Channel 2 makes any batch it is in revert; alone it closes.
+        world.chain.spoil_batches_with(states[1].channel_id);
+        let (mut settlement, _) = world.settlement_batched(20);
+        settlement.pass().await;
+        assert_eq!(world.chain.sent().len(), 1, "one batch");
+        mine_and_pass(&world, &mut settlement, 3).await;
+        mine_and_pass(&world, &mut settlement, 3).await;
+        for state in &states {
+            assert_eq!(world.status(state.channel_id).await, ChannelStatus::Closed, "{}", state.channel_id);
+            assert_eq!(world.chain.closes_of(state.channel_id), 1);
+        }
+        assert_eq!(world.chain.close_many_sizes(), vec![3], "the reverted batch, then plain closes");
+        assert_eq!(world.chain.sent().len(), 4, "the batch and one close each");
     }
 
     #[tokio::test(start_paused = true)]
