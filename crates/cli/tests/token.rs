@@ -517,3 +517,26 @@ async fn without_gasless_opens_the_viewer_opens_with_one_permit_transaction() {
     assert_eq!(allowance, U256::ZERO, "the permit's allowance is spent by the open");
     assert_eq!(chain.channel_status(opening.channel_id).await, 1);
 }
+
+/// A wallet that can fund one deposit asks for two gasless opens at once on
+/// two connections: the server checks and sends them one after the other,
+/// so the second sees the spent balance and is refused before anything is
+/// sent — the server never pays for an open that reverts.
+#[tokio::test]
+async fn two_opens_of_one_wallet_at_once_are_checked_one_after_the_other() {
+    let (chain, dollar, server) = token_server(ServerOptions::default()).await;
+    let first = Client::connect(&server.url).await.unwrap();
+    let second = Client::connect(&server.url).await.unwrap();
+    let info = first.public_key().await.unwrap();
+    let wallet = chain.dollar_wallet(&dollar, units(3)).await;
+    let (a, b) = (Open::new(&chain, &info, &wallet, 3).await, Open::new(&chain, &info, &wallet, 3).await);
+    let nonce_before = chain.nonce(info.wallet_address, true).await;
+
+    let (request_a, request_b) = (a.request(), b.request());
+    let (ra, rb) = tokio::join!(first.open_channel(&request_a), second.open_channel(&request_b));
+    let codes: Vec<Option<ErrorCode>> = [&ra, &rb].iter().map(|r| r.as_ref().err().and_then(|e| e.code())).collect();
+    assert_eq!(codes.iter().filter(|code| code.is_none()).count(), 1, "one open succeeds: {ra:?} {rb:?}");
+    assert!(codes.contains(&Some(ErrorCode::BadDeposit)), "the other lacks the funds: {ra:?} {rb:?}");
+    assert_eq!(chain.nonce(info.wallet_address, true).await, nonce_before + 1, "one transaction, none reverted");
+    assert_eq!(chain.token_balance(dollar.address, wallet.address()).await, U256::ZERO);
+}

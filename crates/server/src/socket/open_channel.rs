@@ -28,7 +28,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tollstream_chain::{AuthorizedOpen, ChainError, ChannelStatus as OnChainStatus, PayeeCall, Sent};
 use tollstream_protocol::token::TokenSigningDomain;
-use tollstream_protocol::{B256, ChannelState, ErrorCode, OpenChannelRequest, ProtocolError, U256, check_open_channel};
+use tollstream_protocol::{
+    Address, B256, ChannelState, ErrorCode, OpenChannelRequest, ProtocolError, U256, check_open_channel,
+};
 
 /// Gasless opens that pass the checks, per connection per minute (the
 /// protocol's floor is two).
@@ -50,9 +52,13 @@ pub struct GaslessOpens {
     per_connection: moka::sync::Cache<Sid, Arc<DefaultDirectRateLimiter>>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     in_flight: Arc<Semaphore>,
-    /// Channel id → the lock its open is sent under: identical requests
-    /// arriving together wait for the first and then find the channel.
-    opening: Mutex<HashMap<B256, Arc<tokio::sync::Mutex<()>>>>,
+    /// Client wallet → the lock its opens are checked and sent under, one
+    /// at a time: identical requests arriving together wait for the first
+    /// and then find the channel, and opens of one wallet on different
+    /// channels cannot all pass the balance check and simulation against
+    /// the same balance, leaving the server to pay for the ones that
+    /// revert.
+    opening: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl GaslessOpens {
@@ -90,16 +96,16 @@ impl GaslessOpens {
         Ok(())
     }
 
-    fn lock_for(&self, id: B256) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_for(&self, wallet: Address) -> Arc<tokio::sync::Mutex<()>> {
         let mut opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
-        opening.entry(id).or_default().clone()
+        opening.entry(wallet).or_default().clone()
     }
 
-    fn forget(&self, id: &B256, lock: &Arc<tokio::sync::Mutex<()>>) {
+    fn forget(&self, wallet: &Address, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the last holder removes it; a waiter still holds a clone.
         if Arc::strong_count(lock) <= 2 {
-            opening.remove(id);
+            opening.remove(wallet);
         }
     }
 }
@@ -130,18 +136,18 @@ async fn open_channel(
     let token_domain = TokenSigningDomain::from_token_domain(token_domain, info.chain_id, info.token);
     let payee = state.wallet.address();
     check_open_channel(&request, payee, &state.domain, &token_domain)?;
-    let opening = &request.state;
-    let id = opening.channel_id;
+    let wallet = request.state.client_wallet_address;
 
-    // Identical requests arriving together share one transaction: the
-    // second waits here, then finds the channel stored or on chain.
-    let lock = state.gasless.lock_for(id);
+    // One open per wallet at a time: identical requests arriving together
+    // share one transaction (the second waits here, then finds the
+    // channel stored or on chain).
+    let lock = state.gasless.lock_for(wallet);
     let result = async {
         let _turn = lock.lock().await;
         open_once(state, socket, &request).await
     }
     .await;
-    state.gasless.forget(&id, &lock);
+    state.gasless.forget(&wallet, &lock);
     result
 }
 
@@ -159,10 +165,12 @@ async fn open_once(
         }
         return super::latest_view(state, stored).await;
     }
-    let _lookup = state.limits.chain_lookup(socket).await?;
     // Already on chain (a third party sent the same authorization, or this
     // server did before a restart): continue as newChannel.
-    let onchain = state.chain.channel(id).await.map_err(ProtocolError::from)?;
+    let onchain = {
+        let _lookup = state.limits.chain_lookup(socket).await?;
+        state.chain.channel(id).await.map_err(ProtocolError::from)?
+    };
     match onchain.status {
         OnChainStatus::None => {}
         OnChainStatus::Open => return accept_gasless(state, opening, &onchain).await,
@@ -187,21 +195,32 @@ async fn open_once(
         tracing::warn!(channel = %id, tx = %tx.hash, %error, "the node refused the gasless open");
         return Err(refused(ErrorCode::ChainUnavailable, "the chain did not take the open; retry"));
     }
-    let mined = wait_mined(state, tx.hash).await;
-    state.tx_manager.release(tx.nonce).await;
-    let Some(success) = mined else {
+    let Some(success) = wait_mined(state, tx.hash).await else {
         tracing::warn!(channel = %id, tx = %tx.hash, "gasless open not mined in time");
+        // Still in the pool, maybe: its nonce stays taken until the chain
+        // uses it, so no close is signed over it meanwhile.
+        release_when_used(state, tx.nonce);
         return Err(refused(ErrorCode::ChainUnavailable, "the open is not mined yet; send the request again"));
     };
-    if !success {
-        tracing::warn!(channel = %id, tx = %tx.hash, "gasless open reverted");
-    }
+    state.tx_manager.release(tx.nonce).await;
     // Mined, or reverted because someone opened it first: the chain says.
     let onchain = state.chain.channel(id).await.map_err(ProtocolError::from)?;
+    if !success {
+        tracing::warn!(channel = %id, tx = %tx.hash, "gasless open reverted");
+        if onchain.status == OnChainStatus::Open && onchain.token != state.info.token {
+            // Someone copied the authorization into an open with another
+            // token first: the id is taken, the viewer's funds are not.
+            return Err(ProtocolError::bad_request(
+                "another open took this channel id first; sign again with a new salt",
+            ));
+        }
+    }
     if onchain.status != OnChainStatus::Open {
         return Err(ProtocolError::bad_request("the open failed on chain; the authorization may be used or expired"));
     }
-    state.metrics.gasless_opens.inc();
+    if success {
+        state.metrics.gasless_opens.inc();
+    }
     accept_gasless(state, opening, &onchain).await
 }
 
@@ -324,6 +343,27 @@ async fn wait_mined(state: &AppState, tx: B256) -> Option<bool> {
         tokio::time::sleep(RECEIPT_POLL).await;
     }
     None
+}
+
+/// How long a gasless open's nonce stays taken after the server stopped
+/// waiting for it, at most: then the transaction manager may fill it.
+const NONCE_HELD_FOR: Duration = Duration::from_secs(600);
+
+/// Releases `nonce` once the payee's transaction count passes it (the open
+/// or anything else was mined there), or after [`NONCE_HELD_FOR`].
+fn release_when_used(state: &AppState, nonce: u64) {
+    let (chain, manager) = (state.chain.clone(), state.tx_manager.clone());
+    tokio::spawn(async move {
+        let payee = manager.payee();
+        let deadline = tokio::time::Instant::now() + NONCE_HELD_FOR;
+        while tokio::time::Instant::now() < deadline {
+            if chain.nonce(payee).await.is_ok_and(|used| used > nonce) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        manager.release(nonce).await;
+    });
 }
 
 fn peer_address(socket: &SocketRef) -> Option<IpAddr> {
