@@ -1138,7 +1138,12 @@ async fn connection_attacks(chain: &TestChain, server: &ServerProcess, peak: &mu
     // address is served, and 127.0.0.1 is still at its cap.
     tokio::time::sleep(Duration::from_secs_f64(1.2)).await;
     assert!(serves(addr, BYSTANDER).await, "another address is served while 127.0.0.1 is at its cap");
-    assert!(!serves(addr, LOOPBACK).await, "127.0.0.1 is at its cap while it holds {} connections", tally.served);
+    // On a loaded machine a few of the flood's connections may fail on the
+    // client side and leave room under the cap; only a full address must
+    // refuse the next one.
+    if tally.served == CONNECTIONS_PER_ADDRESS {
+        assert!(!serves(addr, LOOPBACK).await, "127.0.0.1 is at its cap while it holds {} connections", tally.served);
+    }
     drop(held);
     wait_for_open_connections(server, 1.0).await;
     let (per_address, by_rate) = refused_at_accept(server).await;
