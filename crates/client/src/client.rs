@@ -82,6 +82,12 @@ impl PayAnswer {
         self.raw(serde_json::to_value(Ack::<Empty>::Error { error }).expect("errors serialize")).await
     }
 
+    /// Whether the server asked for an answer: a `pay` sent without an ack
+    /// id cannot be answered, and [`pay`](Self::pay) would then send nothing.
+    pub fn expects_answer(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Answers with any JSON (tests use it to send malformed answers).
     ///
     /// # Errors
@@ -100,6 +106,8 @@ pub struct Client {
     io: SocketIo,
     events: mpsc::Receiver<Incoming>,
     timeout: Duration,
+    /// How many times a request answered `rate_limited` is sent again.
+    rate_limited_retries: u32,
 }
 
 impl Client {
@@ -119,12 +127,19 @@ impl Client {
     /// When the Socket.IO connection cannot be established.
     pub async fn connect_with(url: &str, tls: &Tls) -> Result<Client, ClientError> {
         let (io, events) = SocketIo::connect_with(url, tls).await?;
-        Ok(Client { io, events, timeout: Duration::from_secs(30) })
+        Ok(Client { io, events, timeout: Duration::from_secs(30), rate_limited_retries: RATE_LIMITED_RETRIES })
     }
 
     /// How long requests wait for their reply (default 30 s).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    /// How many times a request answered `rate_limited` is sent again
+    /// (default [`RATE_LIMITED_RETRIES`]). A load generator sets 0, so that
+    /// a refusal is counted as it happens rather than waited out.
+    pub fn set_rate_limited_retries(&mut self, retries: u32) {
+        self.rate_limited_retries = retries;
     }
 
     /// This connection's Socket.IO id: the `session` a `Play` signs.
@@ -198,6 +213,25 @@ impl Client {
         self.request::<Empty>(event::PLAY, request).await.map(|_| ())
     }
 
+    /// [`play`](Self::play) as a future that does not borrow the client, so
+    /// that it can be awaited alongside [`next_event`](Self::next_event): a
+    /// `pay` may arrive before the `play` ack (PROTOCOL.md D10) and should
+    /// be answered at once. The future holds a handle of the connection:
+    /// dropping the client alone does not disconnect while it lives
+    /// ([`close`](Self::close) does).
+    ///
+    /// # Errors
+    /// As [`play`](Self::play).
+    pub fn play_detached(
+        &self,
+        request: &PlayRequest,
+    ) -> impl Future<Output = Result<(), ClientError>> + Send + 'static {
+        let io = self.io.clone();
+        let data = serde_json::to_value(request).expect("requests serialize");
+        let (timeout, retries) = (self.timeout, self.rate_limited_retries);
+        async move { request_over::<Empty>(&io, timeout, retries, event::PLAY, data).await.map(|_| ()) }
+    }
+
     /// `stop`: leaves the streaming state.
     ///
     /// # Errors
@@ -226,23 +260,11 @@ impl Client {
     /// Sends a request and decodes its reply. A request answered
     /// `rate_limited` had no effect on the server, so it is sent again after
     /// [`RATE_LIMITED_PAUSE`] (PROTOCOL.md 1.1, "Rate limits"), up to
-    /// [`RATE_LIMITED_RETRIES`] times.
+    /// [`RATE_LIMITED_RETRIES`] times (or what
+    /// [`set_rate_limited_retries`](Self::set_rate_limited_retries) set).
     async fn request<T: DeserializeOwned>(&self, event: &str, data: &impl Serialize) -> Result<T, ClientError> {
         let data = serde_json::to_value(data).expect("requests serialize");
-        let mut retries = 0;
-        loop {
-            let reply = self.io.emit_with_ack(event, &data, self.timeout).await?;
-            let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
-            match ack {
-                Ack::Error { error } if error.code == ErrorCode::RateLimited && retries < RATE_LIMITED_RETRIES => {
-                    retries += 1;
-                    tracing::debug!(event, retries, "rate limited; retrying in a second");
-                    tokio::time::sleep(RATE_LIMITED_PAUSE).await;
-                }
-                Ack::Error { error } => return Err(ClientError::Refused(error)),
-                Ack::Ok(value) => return decode(value).map_err(|e| ClientError::Malformed(e.message)),
-            }
-        }
+        request_over(&self.io, self.timeout, self.rate_limited_retries, event, data).await
     }
 
     /// The next event the server pushed; `None` once the connection closed.
@@ -273,5 +295,29 @@ impl Client {
     /// Disconnects.
     pub async fn close(&self) {
         self.io.close().await;
+    }
+}
+
+/// [`Client::request`] over any handle of the connection.
+async fn request_over<T: DeserializeOwned>(
+    io: &SocketIo,
+    timeout: Duration,
+    max_retries: u32,
+    event: &str,
+    data: Value,
+) -> Result<T, ClientError> {
+    let mut retries = 0;
+    loop {
+        let reply = io.emit_with_ack(event, &data, timeout).await?;
+        let ack: Ack<Value> = serde_json::from_value(reply).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        match ack {
+            Ack::Error { error } if error.code == ErrorCode::RateLimited && retries < max_retries => {
+                retries += 1;
+                tracing::debug!(event, retries, "rate limited; retrying in a second");
+                tokio::time::sleep(RATE_LIMITED_PAUSE).await;
+            }
+            Ack::Error { error } => return Err(ClientError::Refused(error)),
+            Ack::Ok(value) => return decode(value).map_err(|e| ClientError::Malformed(e.message)),
+        }
     }
 }

@@ -65,3 +65,17 @@ async fn a_server_that_keeps_limiting_gets_the_refusal_back() {
     }
     assert_eq!(received.load(Ordering::SeqCst), RATE_LIMITED_RETRIES + 1);
 }
+
+#[tokio::test]
+async fn with_no_retries_the_first_refusal_comes_back_at_once() {
+    let (url, received) = server(u32::MAX).await;
+    let mut client = Client::connect(&url).await.unwrap();
+    client.set_rate_limited_retries(0);
+    let started = Instant::now();
+    match client.public_key().await {
+        Err(ClientError::Refused(error)) => assert_eq!(error.code, ErrorCode::RateLimited),
+        other => panic!("expected rate_limited, got {other:?}"),
+    }
+    assert_eq!(received.load(Ordering::SeqCst), 1, "sent once");
+    assert!(started.elapsed() < RATE_LIMITED_PAUSE, "no pause");
+}
