@@ -40,7 +40,7 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Load-test a server's connection capacity: hold many idle connections
     /// and report its memory per connection.
-    BenchConnections(commands::bench::connections::ConnectionsArgs),
+    BenchConnections(commands::bench::ConnectionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             Command::Settle(args) => commands::channels::settle(args).await,
             Command::Channel(command) => commands::channel::run(command).await,
             Command::Bench(args) => commands::bench::run(args).await,
-            Command::BenchConnections(args) => commands::bench::connections::run(args).await,
+            Command::BenchConnections(args) => commands::bench::run_connections(args).await,
         }
     });
     match result {

@@ -14,78 +14,43 @@
 //! (`--server` repeated): connections are spread round-robin.
 
 use super::system;
-use anyhow::{Context, bail};
-use clap::Args;
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tollstream_client::{Client, Tls};
 
-/// Hold many idle Socket.IO connections to a server and report its memory
-/// per connection (with --server-pid) and whether they all stayed up.
-#[derive(Debug, Args)]
-#[command(after_long_help = AFTER_HELP)]
-pub struct ConnectionsArgs {
-    /// The server to connect to; repeat it for a server listening on several
-    /// addresses, and connections are spread round-robin.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: Vec<String>,
-
-    /// Also trust the CA certificates in this PEM file for an https server
-    /// (a private CA's, or a self-signed server's own certificate).
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<std::path::PathBuf>,
-
+/// What `tollstream bench-connections` was asked to do; each field is the
+/// flag of the same name.
+#[derive(Debug, Clone)]
+pub struct ConnectionsConfig {
+    /// The servers; connections are spread over them round-robin.
+    pub server: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for an https server.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Connections to open and hold.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    connections: u64,
-
+    pub connections: u64,
     /// Connections being set up at once.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    concurrency: u64,
-
-    /// Seconds to hold every connection once all are open, before the
-    /// server's memory is read again. The default outlasts the server's
-    /// ping interval plus ping timeout (25 + 20 s by default), so a
-    /// connection that failed to answer a ping is closed, and not
-    /// counted, by then.
-    #[arg(long, default_value_t = 50.0, value_parser = super::non_negative_seconds)]
-    hold_seconds: f64,
-
-    /// The server's process id (same machine), to read its memory from
-    /// /proc/PID/status.
-    #[arg(long)]
-    server_pid: Option<u32>,
-
+    pub concurrency: u64,
+    /// Seconds to hold every connection once all are open.
+    pub hold_seconds: f64,
+    /// The server's process id, to read its memory.
+    pub server_pid: Option<u32>,
     /// Pin the bench itself to this CPU.
-    #[arg(long)]
-    client_cpu: Option<usize>,
-
-    /// Print the report as one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
+    pub client_cpu: Option<usize>,
+    /// No progress bar or chatter on stderr (the report is JSON).
+    pub quiet: bool,
 }
-
-const AFTER_HELP: &str = "\
-Each connection is a WebSocket with the Engine.IO handshake and the Socket.IO
-CONNECT to the default namespace, then nothing but Engine.IO pings until the
-end. Server memory per connection = (VmRSS with all held − VmRSS before) /
-connections held, from /proc/PID/status.
-
-One client address reaches one server address with at most the ephemeral port
-range of connections (about 28,000 on Linux); for more, let the server listen
-on several loopback addresses and give each:
-  tollstream serve --listen 127.0.0.1:8080 --listen '[::1]:8080' ... &
-  tollstream bench-connections --server http://127.0.0.1:8080 \\
-      --server 'http://[::1]:8080' --connections 50000 --server-pid $!";
 
 /// What the run measured. Memory per connection is the growth over every
 /// connection opened (`connected`).
 #[derive(Debug, Serialize)]
-struct Report {
+pub struct ConnectionsReport {
     servers: Vec<String>,
     requested: u64,
     connected: u64,
@@ -100,7 +65,7 @@ struct Report {
 }
 
 #[derive(Debug, Serialize)]
-struct ServerMemory {
+pub struct ServerMemory {
     pid: u32,
     rss_before_bytes: u64,
     rss_held_bytes: u64,
@@ -108,11 +73,17 @@ struct ServerMemory {
     bytes_per_connection: f64,
 }
 
-pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
-    let files = super::super::raise_open_files_limit();
-    if args.connections + 64 > files {
-        bail!("the open-files limit is {files}, too low for {} connections; raise it (ulimit -n)", args.connections);
-    }
+/// Opens and holds the connections, until the hold ends or `interrupt`
+/// resolves, and returns the report. The connections are left to close
+/// when the process exits.
+///
+/// # Errors
+/// When `--client-cpu`, `--server-pid` or `--ca-cert` cannot be used.
+pub async fn run(
+    args: ConnectionsConfig,
+    interrupt: impl Future<Output = ()> + Send,
+) -> anyhow::Result<ConnectionsReport> {
+    anyhow::ensure!(!args.server.is_empty(), "no server to connect to");
     if let Some(cpu) = args.client_cpu {
         system::pin_self(cpu).context("--client-cpu")?;
     }
@@ -125,7 +96,7 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     };
     let rss_before = server_process.as_ref().map(rss).transpose()?;
 
-    let bar = progress_bar(args.connections, args.json);
+    let bar = progress_bar(args.connections, args.quiet);
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency as usize));
     let tls = Tls::new(args.ca_cert.as_deref())?;
@@ -154,14 +125,14 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    if !args.json {
+    if !args.quiet {
         eprintln!("{} connections open in {connect_seconds:.1} s; holding {} s", clients.len(), args.hold_seconds);
     }
 
     let hold_started = Instant::now();
     tokio::select! {
         () = tokio::time::sleep(Duration::from_secs_f64(args.hold_seconds)) => {}
-        () = super::super::shutdown_signal() => {}
+        () = interrupt => {}
     }
     let held_seconds = hold_started.elapsed().as_secs_f64();
     let still_connected = clients.iter().filter(|client| client.is_connected()).count() as u64;
@@ -183,7 +154,7 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
         },
         _ => None,
     };
-    let report = Report {
+    let report = ConnectionsReport {
         servers: args.server.clone(),
         requested: args.connections,
         connected: clients.len() as u64,
@@ -194,10 +165,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
         server: server_memory,
         bench_peak_rss_bytes: system::self_usage().peak_rss_bytes,
     };
-    print_report(&report, args.json)?;
-    // No close handshakes: 50,000 of them one by one would take minutes
-    // against a slow server; the sockets close when the process exits.
-    Ok(())
+    // No close handshakes awaited: 50,000 of them one by one would take
+    // minutes against a slow server; dropping the clients only starts them.
+    Ok(report)
 }
 
 fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
@@ -212,38 +182,46 @@ fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
+impl ConnectionsReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = self.write_table(&mut out);
+        out
     }
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    println!("tollstream bench-connections");
-    println!("  servers                  {}", report.servers.join(" "));
-    println!(
-        "  connected                {} of {} in {:.1} s",
-        report.connected, report.requested, report.connect_seconds
-    );
-    println!("  still connected          {} after {:.1} s held", report.still_connected, report.held_seconds);
-    if report.failures.is_empty() {
-        println!("  failures                 none");
-    }
-    for (error, count) in &report.failures {
-        println!("  failures                 {count} × {error}");
-    }
-    match &report.server {
-        Some(server) => {
-            println!(
-                "  server RSS               {:.1} MiB before, {:.1} MiB held, peak {:.1} MiB (pid {})",
-                mib(server.rss_before_bytes),
-                mib(server.rss_held_bytes),
-                mib(server.peak_rss_bytes),
-                server.pid
-            );
-            println!("  server memory per conn.  {:.1} KiB", server.bytes_per_connection / 1024.0);
+
+    fn write_table(&self, out: &mut String) -> std::fmt::Result {
+        let report = self;
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        writeln!(out, "tollstream bench-connections")?;
+        writeln!(out, "  servers                  {}", report.servers.join(" "))?;
+        writeln!(
+            out,
+            "  connected                {} of {} in {:.1} s",
+            report.connected, report.requested, report.connect_seconds
+        )?;
+        writeln!(out, "  still connected          {} after {:.1} s held", report.still_connected, report.held_seconds)?;
+        if report.failures.is_empty() {
+            writeln!(out, "  failures                 none")?;
         }
-        None => println!("  server memory            not measured (no --server-pid)"),
+        for (error, count) in &report.failures {
+            writeln!(out, "  failures                 {count} × {error}")?;
+        }
+        match &report.server {
+            Some(server) => {
+                writeln!(
+                    out,
+                    "  server RSS               {:.1} MiB before, {:.1} MiB held, peak {:.1} MiB (pid {})",
+                    mib(server.rss_before_bytes),
+                    mib(server.rss_held_bytes),
+                    mib(server.peak_rss_bytes),
+                    server.pid
+                )?;
+                writeln!(out, "  server memory per conn.  {:.1} KiB", server.bytes_per_connection / 1024.0)?;
+            }
+            None => writeln!(out, "  server memory            not measured (no --server-pid)")?,
+        }
+        writeln!(out, "  bench peak RSS           {:.1} MiB", mib(report.bench_peak_rss_bytes))?;
+        Ok(())
     }
-    println!("  bench peak RSS           {:.1} MiB", mib(report.bench_peak_rss_bytes));
-    Ok(())
 }

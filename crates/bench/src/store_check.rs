@@ -5,8 +5,12 @@
 //! but it must never release a secret for a payment it has not stored (the
 //! store behind the viewer): that payment would be lost with the server.
 //!
-//! This reads a Tollstream server's own SQLite file, so unlike the rest of
-//! the bench it works only against this implementation, on the same machine.
+//! The store is read through the server's own store API
+//! ([`tollstream_server::store`]), opened read-only by database URL:
+//! SQLite (the server's `--data-dir`, or `sqlite://PATH`) or PostgreSQL
+//! (`postgres://…`, a fleet's shared database). Unlike the rest of the
+//! bench it works only against this implementation, and a SQLite store
+//! only on the same machine.
 
 use super::viewer::Outcome;
 use anyhow::{Context, bail};
@@ -32,16 +36,17 @@ pub struct StoreCheck {
     pub behind_examples: Vec<String>,
 }
 
-/// Compares `outcomes` with the store in `data_dir`.
+/// Compares `outcomes` with the store at `store`: a database URL, or the
+/// server's data directory (its default SQLite file).
 ///
 /// # Errors
-/// When the directory holds no server database or it cannot be read.
-pub async fn check(data_dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<StoreCheck> {
-    // A database URL (a fleet on PostgreSQL), or the server's data directory.
-    let database = match data_dir.to_str() {
-        Some(url) if url.contains("://") => url.parse::<DatabaseUrl>()?,
+/// When the URL is malformed, the directory holds no server database, or
+/// the store cannot be read.
+pub async fn check(store: &Path, outcomes: &[Outcome]) -> anyhow::Result<StoreCheck> {
+    let database = match store.to_str() {
+        Some(url) if is_database_url(url) => url.parse::<DatabaseUrl>()?,
         _ => {
-            let path = data_dir.join("tollstream.sqlite");
+            let path = store.join("tollstream.sqlite");
             if !path.exists() {
                 bail!("no server database at {}: pass the server's --data-dir or database URL", path.display());
             }
@@ -84,4 +89,35 @@ pub async fn check(data_dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<Stor
         }
     }
     Ok(check)
+}
+
+/// Whether `text` names a database (`postgres://…`, `sqlite:PATH`, or any
+/// other URL, which the store refuses by name) rather than a data directory.
+fn is_database_url(text: &str) -> bool {
+    text.contains("://") || text.starts_with("sqlite:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_directories_are_told_apart() {
+        assert!(is_database_url("postgres://tollstream@127.0.0.1:5432/postgres"));
+        assert!(is_database_url("postgresql://tollstream@127.0.0.1/postgres"));
+        assert!(is_database_url("sqlite:///tmp/x/tollstream.sqlite"));
+        assert!(is_database_url("sqlite:data/tollstream.sqlite"));
+        assert!(!is_database_url("/tmp/server"));
+        assert!(is_database_url("mysql://host/db"), "refused by the store, with its reason");
+        assert!(!is_database_url("server-data"));
+    }
+
+    #[tokio::test]
+    async fn a_directory_without_a_database_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("tollstream-bench-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let error = check(&dir, &[]).await.unwrap_err();
+        assert!(error.to_string().contains("no server database"), "{error:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

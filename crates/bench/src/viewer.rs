@@ -1,11 +1,12 @@
 //! One simulated viewer: its keys and pre-signed states, and the task that
 //! announces its channel, plays, and answers every `pay` over its own
-//! Socket.IO connection, recording when each `pay` and `secret` arrived.
+//! connection, a typed [`Client`], recording when each `pay` and `secret`
+//! arrived.
 //!
 //! Only PROTOCOL.md is spoken: `newChannel`, `play` (with ack), answers to
-//! `pay` acks, and the `secret` and `error` events. Server events are read
-//! leniently (an `error` with an unknown code is still counted by its code),
-//! so any server of the protocol can be driven.
+//! `pay` acks, and the `secret` and `error` events. What the typed client
+//! cannot decode is read leniently (an `error` with an unknown code is still
+//! counted by its code), so any server of the protocol can be driven.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
-use tollstream_client::Tls;
-use tollstream_client::socketio::{SocketIo, SocketIoError};
+use tollstream_client::socketio::SocketIoError;
+use tollstream_client::{Client, ClientError, ServerEvent, Tls};
 use tollstream_protocol::successor::play_signing_hash;
 use tollstream_protocol::{
-    Address, Amount, B256, ChannelDomain, ChannelState, PayRequest, PlayRequest, Signature, SigningKey, decode, event,
+    Address, Amount, B256, ChannelDomain, ChannelState, ClientKey, ErrorCode, PayRequest, PlayRequest, ProtocolError,
+    Signature, SigningKey, event,
 };
 
 /// A viewer ready to run: its session key and every state it will sign,
@@ -146,12 +148,6 @@ fn micros_since(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-/// The code of an `{"error": {...}}` acknowledgement, if it is one.
-fn ack_error_code(reply: &Value) -> Option<String> {
-    let error = reply.get("error")?;
-    Some(error.get("code").and_then(Value::as_str).unwrap_or("malformed_error").to_owned())
-}
-
 /// Runs one viewer from its start time until it made all its payments,
 /// failed, or `stop` turned true.
 pub async fn run(
@@ -178,19 +174,21 @@ pub async fn run(
 
     let setup = async {
         let _permit = shared.connecting.acquire().await.expect("the semaphore is never closed");
-        let (io, events) = match SocketIo::connect_with(&shared.url, &shared.tls).await {
-            Ok(connection) => connection,
-            Err(error) => return Err(("connect_failed", error.to_string())),
+        let mut client = match Client::connect_with(&shared.url, &shared.tls).await {
+            Ok(client) => client,
+            Err(error) => return Err((false, ("connect_failed", error.to_string()), None)),
         };
+        client.set_timeout(shared.request_timeout);
+        // A refusal is counted as it comes, as any other: the bench does not
+        // wait out `rate_limited` (a load generator's server lifts its caps).
+        client.set_rate_limited_retries(0);
         shared.counters.connected.fetch_add(1, Ordering::Relaxed);
-        let opening = serde_json::to_value(&prepared.opening).expect("states serialize");
-        let reply = io
-            .emit_with_ack(event::NEW_CHANNEL, &opening, shared.request_timeout)
-            .await
-            .map_err(|error| transport_failure("new_channel", error))?;
-        Ok((io, events, reply))
+        match client.new_channel(&prepared.opening).await {
+            Ok(reply) => Ok((client, reply)),
+            Err(error) => Err((true, request_failure("newChannel", &error), error.code())),
+        }
     };
-    let (io, mut events, reply) = tokio::select! {
+    let (mut client, reply) = tokio::select! {
         biased;
         () = &mut stopped => {
             outcome.fail("not_started", "the run ended while this viewer was connecting");
@@ -198,47 +196,35 @@ pub async fn run(
         }
         result = setup => match result {
             Ok(connection) => connection,
-            Err((kind, detail)) => {
-                outcome.connected = kind != "connect_failed";
+            Err((connected, (kind, detail), code)) => {
+                outcome.connected = connected;
+                outcome.server_errors.extend(code.map(|code| code.as_str().to_owned()));
                 outcome.fail(kind, detail);
                 return finish(&shared, outcome);
             }
         },
     };
     outcome.connected = true;
-    if let Some(code) = ack_error_code(&reply) {
-        outcome.server_errors.push(code);
-        outcome.fail("refused", "newChannel was refused");
-        io.close().await;
+    if reply.as_ref() == Some(&prepared.opening) {
+        outcome.announced = true;
+    } else {
+        outcome.fail("bad_reply", format!("newChannel replied {reply:?}, not the opening state"));
+        client.close().await;
         return finish(&shared, outcome);
-    }
-    match decode::<Option<ChannelState>>(reply) {
-        Ok(Some(state)) if state == prepared.opening => outcome.announced = true,
-        Ok(other) => {
-            outcome.fail("bad_reply", format!("newChannel replied {other:?}, not the opening state"));
-            io.close().await;
-            return finish(&shared, outcome);
-        }
-        Err(error) => {
-            outcome.fail("bad_reply", format!("malformed newChannel reply: {}", error.message));
-            io.close().await;
-            return finish(&shared, outcome);
-        }
     }
 
     // The Play signature binds this connection's socket id, so it cannot be
     // made in advance; it is one signature per viewer, outside the payments.
-    let digest = play_signing_hash(&shared.domain, prepared.channel_id(), io.sid());
+    let digest = play_signing_hash(&shared.domain, prepared.channel_id(), client.session_id());
     let play = PlayRequest {
         client_public_key: prepared.key.public_key(),
         stream_id: shared.stream_id.clone(),
         from_segment: 0,
         signature: prepared.key.sign_digest(&digest),
     };
-    let play = serde_json::to_value(&play).expect("requests serialize");
     // The `play` ack is awaited alongside the events: a `pay` may arrive
     // before it (PROTOCOL.md D10) and must be answered at once.
-    let play_ack = io.emit_with_ack(event::PLAY, &play, shared.request_timeout);
+    let play_ack = client.play_detached(&play);
     tokio::pin!(play_ack);
     let mut play_pending = true;
     let mut pay_at: Vec<Option<u64>> = vec![None; shared.payments as usize];
@@ -252,42 +238,37 @@ pub async fn run(
             reply = &mut play_ack, if play_pending => {
                 play_pending = false;
                 match reply {
-                    Ok(reply) => match ack_error_code(&reply) {
-                        Some(code) => {
-                            outcome.server_errors.push(code);
-                            outcome.fail("refused", "play was refused");
-                            break;
-                        }
-                        None => {
-                            outcome.playing = true;
-                            shared.counters.playing.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
+                    Ok(()) => {
+                        outcome.playing = true;
+                        shared.counters.playing.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(error) => {
-                        let (kind, detail) = transport_failure("play", error);
+                        if let Some(code) = error.code() {
+                            outcome.server_errors.push(code.as_str().to_owned());
+                        }
+                        let (kind, detail) = request_failure("play", &error);
                         outcome.fail(kind, detail);
                         break;
                     }
                 }
             }
-            incoming = events.recv() => {
+            incoming = client.next_event() => {
                 let Some(incoming) = incoming else {
                     outcome.fail("disconnected", "the server closed the connection");
                     break;
                 };
                 let now = micros_since(shared.t0);
-                match incoming.event.as_str() {
-                    event::PAY => {
-                        let Some(acker) = incoming.ack else {
+                match incoming {
+                    ServerEvent::Pay(request, answer) => {
+                        if !answer.expects_answer() {
                             outcome.fail("bad_pay", "a pay without an ack id");
                             break;
-                        };
-                        match check_pay(&shared, &prepared, &outcome, incoming.data) {
+                        }
+                        match check_pay(&shared, &prepared, &outcome, &request) {
                             Check::Answer(sequence) => {
                                 let index = (sequence - 1) as usize;
-                                let state = serde_json::to_value(&prepared.states[index]).expect("states serialize");
                                 pay_at[index].get_or_insert(now);
-                                if let Err(error) = acker.send(&state).await {
+                                if let Err(error) = answer.pay(&prepared.states[index]).await {
                                     outcome.fail("disconnected", format!("answering pay {sequence}: {error}"));
                                     break;
                                 }
@@ -296,18 +277,15 @@ pub async fn run(
                             }
                             Check::Done => break,
                             Check::Refuse(reason) => {
-                                let refusal = serde_json::json!({"error": {"code": "payment_refused", "message": reason}});
-                                let _ = acker.send(&refusal).await;
+                                let refusal = ProtocolError::new(ErrorCode::PaymentRefused, reason.clone());
+                                let _ = answer.refuse(refusal).await;
                                 outcome.fail("refused_pay", reason);
                                 // The server answers with an `error` event; read on to count it.
                             }
                         }
                     }
-                    event::SECRET => {
-                        let Some(sequence) = incoming.data.get("client_sequence_number").and_then(Value::as_u64) else {
-                            outcome.fail("bad_secret", format!("a secret without a sequence: {}", incoming.data));
-                            break;
-                        };
+                    ServerEvent::Secret(secret) => {
+                        let sequence = secret.client_sequence_number;
                         let index = sequence.wrapping_sub(1) as usize;
                         let Some(count) = outcome.secrets.get_mut(index) else {
                             outcome.unsolicited_secrets += 1;
@@ -326,25 +304,46 @@ pub async fn run(
                             outcome.completed = true;
                             if !shared.last_is_final {
                                 // The channel keeps money: leave the streaming state.
-                                let stop = serde_json::json!({"client_public_key": prepared.key.public_key()});
-                                let _ = io.emit(event::STOP, &stop).await;
+                                let stop = ClientKey { client_public_key: prepared.key.public_key() };
+                                let stop = serde_json::to_value(&stop).expect("requests serialize");
+                                let _ = client.emit_raw(event::STOP, &stop).await;
                             }
                             break;
                         }
                     }
-                    event::ERROR => {
-                        let code = incoming.data.get("code").and_then(Value::as_str).unwrap_or("malformed_error");
-                        outcome.server_errors.push(code.to_owned());
-                        outcome.fail("server_error", format!("error event {}", incoming.data));
+                    ServerEvent::Error(error) => {
+                        outcome.server_errors.push(error.code.as_str().to_owned());
+                        outcome.fail("server_error", format!("error event {}: {}", error.code, error.message));
                         // The client is idle after an `error` (PROTOCOL.md §6.8).
                         break;
                     }
-                    _ => {}
+                    // What the typed client could not decode, read leniently:
+                    // an `error` with a code this build does not know is
+                    // still counted by its code.
+                    ServerEvent::Unknown { event, data } => match event.as_str() {
+                        event::ERROR => {
+                            let code = data.get("code").and_then(Value::as_str).unwrap_or("malformed_error");
+                            outcome.server_errors.push(code.to_owned());
+                            outcome.fail("server_error", format!("error event {data}"));
+                            break;
+                        }
+                        event::SECRET => {
+                            outcome.fail("bad_secret", format!("a malformed secret: {data}"));
+                            break;
+                        }
+                        event::PAY => {
+                            // Its ack went with it: leave rather than let the
+                            // server wait for an answer.
+                            outcome.fail("refused_pay", format!("malformed pay: {data}"));
+                            break;
+                        }
+                        _ => {}
+                    },
                 }
             }
         }
     }
-    io.close().await;
+    client.close().await;
     finish(&shared, outcome)
 }
 
@@ -355,12 +354,11 @@ enum Check {
     Refuse(String),
 }
 
-/// The client's checks before it pays (PROTOCOL.md §6.5 and §11).
-fn check_pay(shared: &Shared, prepared: &Prepared, outcome: &Outcome, data: Value) -> Check {
-    let request: PayRequest = match decode(data) {
-        Ok(request) => request,
-        Err(error) => return Check::Refuse(format!("malformed pay: {}", error.message)),
-    };
+/// The client's checks before it pays (PROTOCOL.md §6.5 and §11). The typed
+/// client's [`Viewer`](tollstream_client::Viewer) makes the same checks but
+/// signs the successor as it answers; here every answer was signed in
+/// advance, so signing stays out of the measurement.
+fn check_pay(shared: &Shared, prepared: &Prepared, outcome: &Outcome, request: &PayRequest) -> Check {
     let sequence = request.client_sequence_number;
     if request.channel_id != prepared.channel_id() {
         return Check::Refuse(format!("pay names channel {}, not ours", request.channel_id));
@@ -380,10 +378,14 @@ fn check_pay(shared: &Shared, prepared: &Prepared, outcome: &Outcome, data: Valu
     Check::Answer(sequence)
 }
 
-fn transport_failure(what: &str, error: SocketIoError) -> (&'static str, String) {
+/// A failed request, by kind: refused by the server, timed out, malformed,
+/// or the connection gone.
+fn request_failure(what: &str, error: &ClientError) -> (&'static str, String) {
     match error {
-        SocketIoError::Timeout => ("timeout", format!("no reply to {what} in time")),
-        other => ("disconnected", format!("{what}: {other}")),
+        ClientError::Refused(_) => ("refused", format!("{what} was refused")),
+        ClientError::Transport(SocketIoError::Timeout) => ("timeout", format!("no reply to {what} in time")),
+        ClientError::Malformed(detail) => ("bad_reply", format!("malformed {what} reply: {detail}")),
+        ClientError::Transport(other) => ("disconnected", format!("{what}: {other}")),
     }
 }
 

@@ -11,8 +11,14 @@ use std::fmt::Write as _;
 /// rate: the ramp-up and the ramp-down.
 pub const STEADY_TRIM: f64 = 0.10;
 
+/// What a payment bench measured: printed as a table ([`Report::table`])
+/// or as JSON.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Seconds from the start of [`run`](crate::run) to the report, every
+    /// phase included (the table's title line; not in the JSON).
+    #[serde(skip)]
+    pub total_seconds: f64,
     pub server: String,
     pub stream: String,
     /// Viewers asked for (`--viewers`).
@@ -222,6 +228,29 @@ fn opt(value: Option<f64>, unit: &str) -> String {
 }
 
 impl Report {
+    /// What `--check` asks: every payment acknowledged exactly once, no
+    /// error, and (with `--verify-store`) no channel stored behind what its
+    /// viewer was acknowledged.
+    ///
+    /// # Errors
+    /// What fell short, in one sentence.
+    pub fn check(&self) -> Result<(), String> {
+        let clean = self.exactly_once
+            && self.payments.acknowledged == self.payments.expected
+            && self.errors.is_empty()
+            && self.client_failures.is_empty()
+            && self.store_check.as_ref().is_none_or(|check| check.stored_behind == 0);
+        if clean {
+            return Ok(());
+        }
+        let behind = self.store_check.as_ref().map_or(0, |check| check.stored_behind);
+        Err(format!(
+            "check failed: {} of {} payments acknowledged, exactly once: {}, errors: {:?}, failures: {:?}, \
+             channels stored behind what their viewer was acknowledged: {behind}",
+            self.payments.acknowledged, self.payments.expected, self.exactly_once, self.errors, self.client_failures
+        ))
+    }
+
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
