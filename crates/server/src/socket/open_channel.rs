@@ -29,7 +29,8 @@ use tokio::sync::Semaphore;
 use tollstream_chain::{AuthorizedOpen, ChainError, ChannelStatus as OnChainStatus, PayeeCall, Sent};
 use tollstream_protocol::token::TokenSigningDomain;
 use tollstream_protocol::{
-    Address, B256, ChannelState, ErrorCode, OpenChannelRequest, ProtocolError, U256, check_open_channel,
+    Address, B256, ChannelState, ErrorCode, OPEN_AUTHORIZATION_MIN_VALIDITY_SECONDS, OpenChannelRequest, ProtocolError,
+    U256, check_open_channel,
 };
 
 /// Gasless opens that pass the checks, per connection per minute (the
@@ -37,9 +38,6 @@ use tollstream_protocol::{
 const OPENS_PER_MINUTE_PER_CONNECTION: u32 = 2;
 /// The same per client address (an IPv4 address or an IPv6 /64).
 const OPENS_PER_MINUTE_PER_ADDRESS: u32 = 10;
-/// An authorization must stay valid at least this long after the check,
-/// so the open is mined before it lapses (PROTOCOL.md 1.1).
-const MIN_AUTHORIZATION_SECONDS: u64 = 60;
 /// How long the server waits for its open to be mined; clients wait at
 /// least 120 s for the reply and then send the request again.
 const MINED_WITHIN: Duration = Duration::from_secs(90);
@@ -256,13 +254,10 @@ fn check_terms_off_chain(state: &AppState, request: &OpenChannelRequest) -> Resu
             format!("the channel must stay open at least {} seconds", state.min_channel_seconds),
         ));
     }
-    let authorization = &request.authorization;
-    if authorization.valid_after >= now {
-        return Err(ProtocolError::bad_request("the authorization is not valid yet (send valid_after 0)"));
-    }
-    if authorization.valid_before < now.saturating_add(MIN_AUTHORIZATION_SECONDS) {
+    if !request.authorization.is_usable_at(now) {
         return Err(ProtocolError::bad_request(format!(
-            "the authorization must stay valid at least {MIN_AUTHORIZATION_SECONDS} more seconds"
+            "the authorization must be valid now (send valid_after 0) and for at least \
+             {OPEN_AUTHORIZATION_MIN_VALIDITY_SECONDS} more seconds"
         )));
     }
     Ok(())
