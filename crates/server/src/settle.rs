@@ -411,7 +411,12 @@ impl Settlement {
         for channel in lone {
             let id = channel.state.channel_id;
             match self.start(vec![channel], head).await {
-                Ok(()) => self.recovered(&[id]),
+                Ok(()) => {
+                    // Started alone; should it ever come back, a batch
+                    // may try it again.
+                    self.alone.remove(&id);
+                    self.recovered(&[id]);
+                }
                 Err(error) if error.is_outage() => return Err(error),
                 Err(error) => self.failed_channels(&[id], &error),
             }

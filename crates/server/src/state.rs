@@ -54,8 +54,6 @@ pub struct Inner {
     pub opens: Arc<Opens>,
     /// `--unconfirmed-windows`: windows sold before an open is confirmed.
     pub unconfirmed_windows: u64,
-    /// How closes are confirmed and re-priced.
-    pub tx_policy: Policy,
     /// The other processes sharing this server's database, if any.
     pub cluster: Cluster,
     /// `--log-range-blocks`: the widest `eth_getLogs` range.
@@ -146,7 +144,6 @@ impl AppState {
             clock: Arc::new(ChainClock::new()),
             opens: Arc::new(Opens::new(config.confirmations, config.log_range_blocks)),
             unconfirmed_windows: config.unconfirmed_windows,
-            tx_policy,
             log_range_blocks: config.log_range_blocks,
             close_batch_size: usize::try_from(config.close_batch_size).unwrap_or(usize::MAX),
             cluster,
