@@ -24,8 +24,9 @@ static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 /// Runs `player.mjs` against `server` with `extra` arguments and
 /// environment, and checks its summary: the minute bought was watched to
-/// the end, in 10 windows, after one wallet confirmation. The summary is
-/// returned for further checks.
+/// the end, in 10 windows, after one wallet confirmation (with
+/// `--until-playing`: played past two windows, paying, after one wallet
+/// confirmation). The summary is returned for further checks.
 fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) -> serde_json::Value {
     assert!(Path::new(CHROMIUM).exists(), "this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -45,6 +46,10 @@ fn run_player(server: &str, name: &str, extra: &[&str], env: &[(&str, &Path)]) -
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["windows"], 10, "{summary}");
+    if extra.contains(&"--until-playing") {
+        assert_eq!(summary["until_playing"], true, "{summary}");
+        assert!(summary["payments"].as_u64().unwrap_or(0) >= 2, "{summary}");
+    }
     assert_eq!(summary["wallet_prompts"], 1, "{summary}");
     assert!(out.join("player-playing.png").exists());
     summary
@@ -64,8 +69,9 @@ fn the_player_page_buys_watches_resumes_and_spends_in_chromium() {
     run_player(&demo.url, "player-test", &[], &[]);
 }
 
-/// The same run with the page, its socket (wss) and its media (https)
-/// over TLS: the demo serves with a test CA's certificate
+/// The page, its socket (wss) and its media (https) over TLS, up to
+/// playback past two paid windows (the full run above covers reload,
+/// pause and spending, which do not depend on the transport): the demo serves with a test CA's certificate
 /// (`--tls-cert`/`--tls-key`, as `serve` takes them). Chromium accepts the
 /// certificate by its public key (`--ignore-certificate-errors-spki-list`,
 /// pinned to this certificate only); Node's own requests trust the CA
@@ -76,7 +82,12 @@ fn the_player_page_plays_over_https_in_chromium() {
     let (cert, key) = (ca.server_cert.display().to_string(), ca.server_key.display().to_string());
     let demo = Demo::start(&[&DEMO_ARGS[..], &["--tls-cert", &cert, "--tls-key", &key]].concat());
     assert!(demo.url.starts_with("https://"), "{}", demo.url);
-    run_player(&demo.url, "player-test-https", &["--server-cert", &cert], &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)]);
+    run_player(
+        &demo.url,
+        "player-test-https",
+        &["--server-cert", &cert, "--until-playing"],
+        &[("NODE_EXTRA_CA_CERTS", &ca.ca_cert)],
+    );
 }
 
 /// The same run on a demo that sells in a test dollar (`demo --token`):
