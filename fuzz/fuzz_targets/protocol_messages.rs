@@ -14,8 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt::Debug;
+use tollstream_protocol::pay_answer::unreadable;
 use tollstream_protocol::{
-    Ack, ChannelState, ClientKey, Empty, ErrorCode, LatestStateReply, PayRequest, PlayRequest, ProtocolError, Secret,
+    Ack, ChannelState, PayAnswer, ClientKey, Empty, ErrorCode, LatestStateReply, PayRequest, PlayRequest, ProtocolError, Secret,
     ServerInfo, decode_str,
 };
 
@@ -40,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
         "ack_state" => check::<Ack<ChannelState>>(json),
         "ack_latest_state" => check::<Ack<LatestStateReply>>(json),
         "ack_empty" => check::<Ack<Empty>>(json),
+        // The server's one-pass decoder of the answer to `pay`.
+        "pay_answer_direct" => check_pay_answer(json),
         _ => {}
     }
 });
@@ -60,4 +63,17 @@ fn check<T: DeserializeOwned + Serialize + PartialEq + Debug>(json: &str) {
     assert_eq!(again, decoded, "{wire}");
     let rewire = serde_json::to_string(&again).expect("a decoded message encodes");
     assert_eq!(rewire, wire);
+}
+
+/// The one-pass `PayAnswer` decoder against the generic one: it never
+/// panics, fails only with `bad_request`, and a state both decode is the
+/// same state, once checked against its own key.
+fn check_pay_answer(json: &str) {
+    let direct = serde_json::from_str::<PayAnswer>(json).map_err(|e| unreadable(&e));
+    let generic = decode_str::<ChannelState>(json);
+    match (direct, generic) {
+        (Err(error), _) => assert_eq!(error.code, ErrorCode::BadRequest, "{error:?}"),
+        (Ok(PayAnswer::Paid(paid)), Ok(state)) => assert_eq!(paid.of_channel(&state).ok().as_ref(), Some(&state)),
+        (Ok(_), _) => {}
+    }
 }

@@ -38,6 +38,21 @@ fn successor(c: &mut Criterion) {
     c.bench_function("recover_signer_libsecp256k1", |b| {
         b.iter(|| recover(black_box(&digest), black_box(&next.client_signature)).unwrap())
     });
+    // The alternative to recovery when the signer is known: a plain ECDSA
+    // verification against the channel's key, parsed once. It cannot tell
+    // which `v` the contract's `ecrecover` needs, so it is measured, not used.
+    let known = secp256k1::PublicKey::from_byte_array_compressed(next.client_public_key.0).unwrap();
+    let compact = secp256k1::ecdsa::Signature::from_compact(&next.client_signature.0[..64]).unwrap();
+    c.bench_function("verify_known_signer_libsecp256k1", |b| {
+        b.iter(|| {
+            secp256k1::SECP256K1
+                .verify_ecdsa(secp256k1::Message::from_digest(black_box(digest).0), black_box(&compact), &known)
+                .unwrap()
+        })
+    });
+    c.bench_function("decompress_public_key", |b| {
+        b.iter(|| secp256k1::PublicKey::from_byte_array_compressed(black_box(next.client_public_key.0)).unwrap())
+    });
     let json = serde_json::to_value(&next).unwrap();
     c.bench_function("decode_state_json", |b| b.iter(|| decode::<ChannelState>(black_box(json.clone())).unwrap()));
 }

@@ -11,8 +11,9 @@ use socketioxide::extract::SocketRef;
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tollstream_protocol::pay_answer::{refusal, unreadable};
 use tollstream_protocol::{
-    ChannelState, ErrorCode, PayRequest, ProtocolError, PublicKey, Secret, check_successor, decode, event,
+    ChannelState, ErrorCode, PayAnswer, PayRequest, ProtocolError, PublicKey, Secret, check_successor, event,
 };
 
 /// Runs one streaming session until it ends: final payment, error, stop,
@@ -156,15 +157,16 @@ async fn stream_payments(
     }
 }
 
-/// Emits `pay` and waits for the answer. `Ok(None)` when the session ended
-/// meanwhile (cancelled or disconnected).
+/// Emits `pay` and waits for the answer, decoded straight from the ack's
+/// text. `Ok(None)` when the session ended meanwhile (cancelled or
+/// disconnected).
 async fn ask(
     socket: &SocketRef,
     request: &PayRequest,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<Option<serde_json::Value>, ProtocolError> {
-    let pending = match socket.timeout(timeout).emit_with_ack::<_, serde_json::Value>(event::PAY, request) {
+) -> Result<Option<PayAnswer>, ProtocolError> {
+    let pending = match socket.timeout(timeout).emit_with_ack::<_, PayAnswer>(event::PAY, request) {
         Ok(pending) => pending,
         Err(error) => {
             tracing::debug!(%error, "cannot emit pay; connection gone");
@@ -178,18 +180,17 @@ async fn ask(
     match answer {
         Ok(value) => Ok(Some(value)),
         Err(AckError::Timeout) => Err(refused(ErrorCode::PayTimeout, "no answer to pay in time; send play again")),
-        Err(AckError::Decode(error)) => Err(ProtocolError::bad_request(format!("unreadable answer to pay: {error}"))),
+        Err(AckError::Decode(error)) => Err(unreadable(&error)),
         Err(AckError::Socket(_)) => Ok(None),
     }
 }
 
 /// Checks the client's answer to `pay`: a refusal, or the exact successor.
-fn accept(state: &AppState, stored: &ChannelState, answer: serde_json::Value) -> Result<ChannelState, ProtocolError> {
-    if let Some(error) = answer.get("error") {
-        let reason = error.get("message").and_then(|m| m.as_str()).unwrap_or("no reason given");
-        return Err(refused(ErrorCode::PaymentRefused, format!("the client refused to pay: {reason}")));
-    }
-    let next: ChannelState = decode(answer)?;
+fn accept(state: &AppState, stored: &ChannelState, answer: PayAnswer) -> Result<ChannelState, ProtocolError> {
+    let next = match answer {
+        PayAnswer::Paid(paid) => paid.of_channel(stored)?,
+        PayAnswer::Refused { message } => return Err(refusal(message.as_deref())),
+    };
     check_successor(stored, &next, state.window_price, &state.domain)?;
     Ok(next)
 }
