@@ -55,6 +55,13 @@ use tollstream_protocol::{MAX_MESSAGE_BYTES, SigningKey};
 /// Packets queued for one connection before emits fail.
 const ANSWER_BUFFER_PACKETS: usize = 256;
 
+/// The WebSocket read buffer of each connection, in bytes. Every message
+/// the protocol sends a server fits (a `pay` answer is about 600 bytes);
+/// a larger one, up to the 16 KiB limit, is read in several chunks.
+/// engineioxide's default, 4 KiB, was an eighth of what an idle
+/// connection costs (BENCHMARKS.md, "Memory per viewer").
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 /// How long a stopping server waits for the requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -70,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         // a client may send before reading anything. At socketioxide's
         // default (128) the rest of the acks were dropped.
         .max_buffer_size(ANSWER_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .with_state(state.clone())
         .build_layer();
     io.ns("/", socket::on_connect.with(socket::register_handlers));
