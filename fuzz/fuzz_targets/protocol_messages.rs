@@ -16,8 +16,8 @@ use serde_json::Value;
 use std::fmt::Debug;
 use tollstream_protocol::pay_answer::unreadable;
 use tollstream_protocol::{
-    Ack, ChannelState, PayAnswer, ClientKey, Empty, ErrorCode, LatestStateReply, PayRequest, PlayRequest, ProtocolError, Secret,
-    ServerInfo, decode_str,
+    Ack, ChannelState, ClientKey, Empty, ErrorCode, LatestStateReply, PayAnswer, PayRequest, PlayRequest,
+    ProtocolError, Secret, ServerInfo, decode_str,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -184,6 +184,13 @@ impl<'de> Visitor<'de> for AnswerVisitor {
         let mut refusal = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let key = key.as_ref();
+            // Once the client has refused, nothing else it sent matters:
+            // the rest is skipped unread (and a second `error` with it).
+            // A malformed field before `error` is still `bad_request`.
+            if refusal.is_some() {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
             match key {
                 "channel_id" => fields.channel_id = Some(read::<_, Id>(&mut map, key, fields.channel_id.is_some())?.0),
                 "channel_address" => {
@@ -211,7 +218,7 @@ impl<'de> Visitor<'de> for AnswerVisitor {
                 "client_signature" => {
                     fields.client_signature = Some(read(&mut map, key, fields.client_signature.is_some())?);
                 }
-                "error" => refusal = Some(read::<_, Refusal>(&mut map, key, refusal.is_some())?),
+                "error" => refusal = Some(read::<_, Refusal>(&mut map, key, false)?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -276,6 +283,10 @@ mod tests {
         let refused = answer(r#"{"error": {"code": "payment_refused", "message": "out of funds"}}"#).unwrap();
         assert_eq!(refused, PayAnswer::Refused { message: Some("out of funds".into()) });
         assert_eq!(answer(r#"{"error": 5}"#).unwrap(), PayAnswer::Refused { message: None });
+        // A refusal wins over whatever follows it, malformed or repeated.
+        let followed =
+            r#"{"error": {"message": "no"}, "client_balance": "0100", "error": 1, "client_sequence_number": 1.5}"#;
+        assert_eq!(answer(followed).unwrap(), PayAnswer::Refused { message: Some("no".into()) });
         assert_eq!(refusal(None).code, ErrorCode::PaymentRefused);
     }
 
