@@ -14,8 +14,8 @@ use crate::encoding::{Amount, PublicKey, Signature, checksummed, hex_bytes, pars
 use crate::error::{ErrorCode, ProtocolError};
 use crate::state::ChannelState;
 use alloy_primitives::{Address, B256};
+use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A decoded answer to `pay`.
@@ -35,7 +35,7 @@ pub enum PayAnswer {
 /// A state as the client sent it, whose `client_public_key` is only known
 /// to be 33 bytes: [`PaidState::of_channel`] turns it into a
 /// [`ChannelState`] once the key is the stored channel's.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaidState(ChannelState);
 
 impl PaidState {
@@ -57,12 +57,6 @@ impl PaidState {
     }
 }
 
-impl fmt::Debug for PaidState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PaidState").field(&self.0).finish()
-    }
-}
-
 /// The refusal of a `pay` answer as a `ProtocolError` with code
 /// `payment_refused`, quoting the client's reason.
 pub fn refusal(message: Option<&str>) -> ProtocolError {
@@ -79,18 +73,6 @@ pub fn unreadable(error: &impl fmt::Display) -> ProtocolError {
     let message = error.to_string();
     let message = message.split(" at line ").next().unwrap_or(&message);
     ProtocolError::bad_request(format!("unreadable answer to pay: {message}"))
-}
-
-impl Serialize for PayAnswer {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PayAnswer::Paid(PaidState(state)) => state.serialize(serializer),
-            PayAnswer::Refused { message } => {
-                let error = ProtocolError::new(ErrorCode::PaymentRefused, message.clone().unwrap_or_default());
-                serde_json::json!({ "error": error }).serialize(serializer)
-            }
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for PayAnswer {
